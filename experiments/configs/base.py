@@ -1,0 +1,86 @@
+"""Shared defaults for every experiment (TRM_REFERENCE.md §6, "Common").
+
+Each experiment file builds on `get_base_config()` and overrides what differs.
+Every hyperparameter of the reference runs is visible here; none is buried in code.
+"""
+
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  """Returns the reference's common hyperparameters."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  # --- Model (§3) ---
+  model = config.model = ml_collections.ConfigDict()
+  model.arch = 'trm'  # 'trm' | 'trm_single_z' | 'hrm'
+  model.hidden_size = 512
+  model.num_heads = 8
+  model.expansion = 4.0
+  model.num_layers = 2  # L_layers: blocks in the (single) TRM network.
+  model.hrm_high_layers = 4  # H_layers of the HRM high-level network.
+  model.hrm_low_layers = 4  # L_layers of the HRM low-level network.
+  model.h_cycles = 3
+  model.l_cycles = 6
+  model.mixer = 'attention'  # 'attention' | 'mlp' (SwiGLU over the sequence axis)
+  model.pos_encodings = 'rope'  # 'rope' | 'learned' | 'none'
+  model.rope_theta = 10000.0
+  model.rms_norm_eps = 1e-5
+  model.puzzle_emb_len = 16
+  model.puzzle_emb_ndim = 512  # 0 disables puzzle embeddings.
+  model.forward_dtype = 'bfloat16'  # 'bfloat16' | 'float32'
+  # 'last_cycle': gradient through the whole last H cycle (TRM, §3);
+  # 'one_step': gradient through the last low and high update only (HRM's 1-step).
+  model.gradient_mode = 'last_cycle'
+  # ACT (§4).
+  model.halt_max_steps = 16
+  model.halt_exploration_prob = 0.1
+  model.no_act_continue = True  # True: halt on q_halt > 0, no continue head loss.
+  # Performance levers (no effect on the math).
+  model.remat_policy = 'none'  # 'none' | 'full' | 'dots' | 'dots_no_batch'
+  model.scan_unroll = 1
+  model.attention_impl = 'xla'  # 'xla' | 'cudnn' (jax.nn.dot_product_attention)
+
+  # --- Data (§2, §7) ---
+  data = config.data = ml_collections.ConfigDict()
+  data.name = ''  # TFDS builder: 'sudoku_extreme' | 'maze_hard' | 'arc_agi'
+  data.builder_config = ''
+  data.data_dir = ''  # Empty: TFDS default (~/tensorflow_datasets).
+  data.seq_len = 0
+  data.vocab_size = 0
+  data.ignore_label_id = 0
+  data.num_augmentations = 1000  # Augmented versions per puzzle (§7).
+  data.fresh_augmentation = False  # True: new random augmentation every epoch.
+  data.augmentation_seed = 0
+  data.num_puzzle_identifiers = 1  # Set from the data set at run time.
+  data.prefetch_buffer_size = 4
+  data.worker_count = 0
+
+  # --- Training (§4, §5) ---
+  train = config.train = ml_collections.ConfigDict()
+  train.global_batch_size = 768
+  train.epochs = 50_000
+  train.eval_interval = 5_000  # In epochs, as the reference counts.
+  train.lr = 1e-4
+  train.lr_min_ratio = 1.0
+  train.lr_warmup_steps = 2000
+  train.beta1 = 0.9
+  train.beta2 = 0.95
+  train.weight_decay = 1.0
+  train.puzzle_emb_lr = 1e-4
+  train.puzzle_emb_weight_decay = 1.0
+  train.loss_type = 'stablemax'  # 'stablemax' | 'softmax'
+  train.ema = True
+  train.ema_rate = 0.999
+  train.log_every_steps = 100
+  train.checkpoint_every_steps = 1000
+  train.keep_checkpoints = 3
+  train.max_steps = 0  # >0 stops early (smoke tests, benchmarks).
+
+  # --- Evaluation ---
+  evaluation = config.eval = ml_collections.ConfigDict()
+  evaluation.global_batch_size = 768
+  evaluation.adaptive_halting = False  # Also report early-halting accuracy.
+  evaluation.max_examples = 0  # >0 evaluates on a prefix (quick checks).
+  return config
