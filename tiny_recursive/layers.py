@@ -1,0 +1,182 @@
+"""Building blocks of the TRM network (TRM_REFERENCE.md §3).
+
+Parameters are created in float32 and cast to the compute dtype at use, as the reference's
+`CastedLinear` does. Blocks are post-norm with a weightless RMSNorm computed in float32.
+"""
+
+import functools
+import math
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Initializer = Callable[..., Array]
+
+# Standard deviation of a standard normal truncated to [-2, 2]; dividing by it makes the
+# truncated draw have the requested "true" standard deviation (as JAX's lecun_normal and the
+# reference's trunc_normal_init_ do).
+_TRUNCATED_NORMAL_STD = 0.87962566103423978
+
+
+def truncated_normal(std: float) -> Initializer:
+  """Truncated normal within two standard deviations whose true std is `std`."""
+
+  def init(key: Array, shape: tuple[int, ...], dtype: Any = jnp.float32) -> Array:
+    draw = jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
+    return (draw * (std / _TRUNCATED_NORMAL_STD)).astype(dtype)
+
+  return init
+
+
+def find_multiple(value: int, multiple: int) -> int:
+  return -(value // -multiple) * multiple
+
+
+def swiglu_hidden_width(width: int, expansion: float) -> int:
+  """round(expansion * width * 2/3) rounded up to a multiple of 256 (1536 for 512 x 4)."""
+  return find_multiple(round(expansion * width * 2 / 3), 256)
+
+
+def rms_norm(x: Array, eps: float) -> Array:
+  """Weightless RMSNorm over the last axis, computed in float32, returned in x's dtype."""
+  x32 = x.astype(jnp.float32)
+  variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+  return (x32 * jax.lax.rsqrt(variance + eps)).astype(x.dtype)
+
+
+class Linear(nn.Module):
+  """Bias-free (optionally biased) dense layer; float32 kernel `[in, out]` cast to `dtype`."""
+  features: int
+  dtype: Any = jnp.bfloat16
+  use_bias: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    fan_in = x.shape[-1]
+    kernel = self.param('kernel', truncated_normal(1.0 / math.sqrt(fan_in)),
+                        (fan_in, self.features), jnp.float32)
+    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+    if self.use_bias:
+      bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
+      y = y + bias.astype(self.dtype)
+    return y
+
+
+class SwiGLU(nn.Module):
+  """`down(silu(gate) * up)` with gate and up fused in one projection `[width, 2 * hidden]`."""
+  width: int
+  expansion: float
+  dtype: Any = jnp.bfloat16
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    hidden = swiglu_hidden_width(self.width, self.expansion)
+    gate, up = jnp.split(Linear(2 * hidden, self.dtype, name='gate_up_proj')(x), 2, axis=-1)
+    return Linear(self.width, self.dtype, name='down_proj')(jax.nn.silu(gate) * up)
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[Array, Array]:
+  """cos, sin tables `[seq_len, head_dim]` in float32, halves duplicated (rotate_half layout)."""
+  inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+  freqs = jnp.outer(jnp.arange(seq_len, dtype=jnp.float32), inv_freq)
+  angles = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+  """Rotates `x` `[batch, seq, heads, head_dim]` by halves, in float32 (the reference's layout)."""
+  x32 = x.astype(jnp.float32)
+  half = x.shape[-1] // 2
+  rotated = jnp.concatenate([-x32[..., half:], x32[..., :half]], axis=-1)
+  out = x32 * cos[:, None, :] + rotated * sin[:, None, :]
+  return out.astype(x.dtype)
+
+
+class Attention(nn.Module):
+  """Non-causal multi-head self-attention with one fused qkv projection and no biases."""
+  hidden_size: int
+  num_heads: int
+  dtype: Any = jnp.bfloat16
+  implementation: str = 'xla'  # 'xla' | 'cudnn'
+
+  @nn.compact
+  def __call__(self, x: Array, rope: tuple[Array, Array] | None) -> Array:
+    batch, seq, _ = x.shape
+    head_dim = self.hidden_size // self.num_heads
+    qkv = Linear(3 * self.hidden_size, self.dtype, name='qkv_proj')(x)
+    qkv = qkv.reshape(batch, seq, 3 * self.num_heads, head_dim)
+    query, key, value = jnp.split(qkv, 3, axis=2)
+    if rope is not None:
+      query, key = apply_rope(query, *rope), apply_rope(key, *rope)
+    if self.implementation == 'xla':
+      out = _xla_attention(query, key, value)
+    else:
+      out = jax.nn.dot_product_attention(query, key, value, implementation=self.implementation)
+    out = out.reshape(batch, seq, self.hidden_size)
+    return Linear(self.hidden_size, self.dtype, name='o_proj')(out)
+
+
+def _xla_attention(query: Array, key: Array, value: Array) -> Array:
+  """Softmax attention `[batch, seq, heads, head_dim]`; softmax in float32."""
+  scale = 1.0 / math.sqrt(query.shape[-1])
+  logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, preferred_element_type=jnp.float32)
+  weights = jax.nn.softmax(logits * scale, axis=-1).astype(value.dtype)
+  return jnp.einsum('bhqk,bkhd->bqhd', weights, value)
+
+
+class Block(nn.Module):
+  """Post-norm block: `h = rms(h + mix(h)); h = rms(h + swiglu(h))`.
+
+  `mix` is self-attention, or (mixer='mlp') a SwiGLU along the sequence axis applied to the
+  transposed `[batch, hidden, seq]` tensor; as in the reference, that branch's residual norm
+  is taken over the sequence axis, before transposing back.
+  """
+  hidden_size: int
+  num_heads: int
+  expansion: float
+  mixer: str
+  seq_len: int  # Including the puzzle-embedding positions.
+  rms_norm_eps: float
+  dtype: Any = jnp.bfloat16
+  attention_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
+    norm = functools.partial(rms_norm, eps=self.rms_norm_eps)
+    if self.mixer == 'mlp':
+      t = jnp.swapaxes(h, 1, 2)
+      t = norm(t + SwiGLU(self.seq_len, self.expansion, self.dtype, name='sequence_mlp')(t))
+      h = jnp.swapaxes(t, 1, 2)
+    elif self.mixer == 'attention':
+      attention = Attention(self.hidden_size, self.num_heads, self.dtype, self.attention_impl,
+                            name='attention')
+      h = norm(h + attention(h, rope))
+    else:
+      raise ValueError(f"model.mixer: expected 'attention' or 'mlp', got {self.mixer!r}.")
+    return norm(h + SwiGLU(self.hidden_size, self.expansion, self.dtype, name='mlp')(h))
+
+
+class Network(nn.Module):
+  """`net(h, injection) = blocks(h + injection)`: the network that TRM applies recursively."""
+  num_layers: int
+  hidden_size: int
+  num_heads: int
+  expansion: float
+  mixer: str
+  seq_len: int
+  rms_norm_eps: float
+  dtype: Any = jnp.bfloat16
+  attention_impl: str = 'xla'
+
+  @nn.compact
+  def __call__(self, h: Array, injection: Array | None,
+               rope: tuple[Array, Array] | None) -> Array:
+    if injection is not None:
+      h = h + injection
+    for i in range(self.num_layers):
+      h = Block(self.hidden_size, self.num_heads, self.expansion, self.mixer, self.seq_len,
+                self.rms_norm_eps, self.dtype, self.attention_impl, name=f'block_{i}')(h, rope)
+    return h

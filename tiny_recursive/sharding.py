@@ -1,0 +1,94 @@
+"""Device mesh, shardings and multi-host setup, in one place.
+
+Training is data parallel over a one-axis `Mesh` ('data') of every device of every process:
+batch, ACT carry and metrics are sharded over the batch axis, parameters, optimizer state and
+the puzzle-embedding table are replicated. The same code runs on one CPU, N fake CPU devices,
+GPUs and TPU pod slices.
+"""
+
+import os
+from typing import Any
+
+from absl import logging
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = 'data'
+
+
+def maybe_initialize_distributed() -> None:
+  """Calls `jax.distributed.initialize()` when launched as one of several processes.
+
+  On TPU pod slices and under SLURM/Open MPI, JAX detects the cluster itself. Elsewhere set
+  JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (used by the multi-process
+  tests on CPU).
+  """
+  if jax.distributed.is_initialized():
+    return
+  coordinator = os.environ.get('JAX_COORDINATOR_ADDRESS')
+  if coordinator:
+    jax.distributed.initialize(
+        coordinator_address=coordinator,
+        num_processes=int(os.environ['JAX_NUM_PROCESSES']),
+        process_id=int(os.environ['JAX_PROCESS_ID']))
+  elif _on_tpu_pod() or 'SLURM_JOB_ID' in os.environ or 'OMPI_COMM_WORLD_SIZE' in os.environ:
+    jax.distributed.initialize()
+  logging.info('Process %d of %d; %d local of %d global devices.', jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
+def _on_tpu_pod() -> bool:
+  return 'TPU_WORKER_HOSTNAMES' in os.environ and ',' in os.environ['TPU_WORKER_HOSTNAMES']
+
+
+def create_mesh() -> Mesh:
+  """A one-axis mesh over all devices."""
+  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  """Leading (batch) axis split over the data axis."""
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch_divisible(global_batch_size: int, key: str) -> None:
+  """The global batch must split evenly over devices and processes."""
+  devices, processes = jax.device_count(), jax.process_count()
+  if global_batch_size % devices:
+    raise ValueError(f'{key} = {global_batch_size} is not divisible by the number of devices '
+                     f'({devices}).')
+  if global_batch_size % processes:
+    raise ValueError(f'{key} = {global_batch_size} is not divisible by the number of processes '
+                     f'({processes}).')
+
+
+def local_batch_size(global_batch_size: int) -> int:
+  return global_batch_size // jax.process_count()
+
+
+def global_batch_from_local(mesh: Mesh, local_batch: dict[str, np.ndarray]) -> dict[str, Any]:
+  """Assembles each process's rows into global arrays sharded over the batch axis."""
+  sharding = batch_sharded(mesh)
+  processes = jax.process_count()
+
+  def put(x):
+    x = np.asarray(x)
+    global_shape = (x.shape[0] * processes,) + x.shape[1:]
+    return jax.make_array_from_process_local_data(sharding, x, global_shape)
+
+  return {key: put(value) for key, value in local_batch.items()}
+
+
+def fetch(tree: Any) -> Any:
+  """Device values to host NumPy; gathers batch-sharded arrays from every process."""
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+  return jax.tree_util.tree_map(get, tree)

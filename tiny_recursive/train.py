@@ -1,0 +1,239 @@
+"""Train state and the pure, jitted train and eval steps (TRM_REFERENCE.md §4, §5).
+
+`train_step(state, batch) -> (state, metrics)` does one optimizer step of deep supervision:
+reset halted slots with the new batch, run one supervision step, decide halting, take the ACT
+loss, update the dense parameters with AdamATan2, the used puzzle-embedding rows with
+SignSGD, and the EMA. `eval_step` runs halt_max_steps supervision steps on a batch from the
+reset state in one call. Both are jitted over a device mesh by `jit_train_step` /
+`jit_eval_step` with explicit shardings; the train state is donated.
+"""
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from jax.sharding import Mesh
+
+from tiny_recursive import act
+from tiny_recursive import losses
+from tiny_recursive import model as model_lib
+from tiny_recursive import optimizers
+from tiny_recursive import puzzle_embedding
+from tiny_recursive import sharding
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a run needs to continue exactly: saved whole in every checkpoint."""
+  step: Array  # int32 scalar: optimizer steps taken.
+  params: Any  # Dense parameters, float32.
+  ema_params: Any  # EMA of params, or None when train.ema is off.
+  constants: Any  # {'z_H_init', 'z_L_init'} in the forward dtype; not trained.
+  puzzle_table: Array  # float32 [num_puzzle_identifiers, puzzle_emb_ndim].
+  opt_state: Any  # AdamATan2 state of the dense parameters.
+  carry: act.ACTCarry  # ACT carry across optimizer steps, batch-sharded.
+  rng: Array  # uint32 [2] raw key data (checkpointable).
+
+  def eval_params(self) -> Any:
+    """The weights evaluation and exports use: EMA when on (§5)."""
+    return self.params if self.ema_params is None else self.ema_params
+
+
+@flax.struct.dataclass
+class Schedules:
+  """Learning-rate schedules of the two optimizers (same shape, own base rates)."""
+  dense: Any = flax.struct.field(pytree_node=False)
+  puzzle: Any = flax.struct.field(pytree_node=False)
+
+
+def total_train_steps(config: ml_collections.ConfigDict, examples_per_epoch: float) -> int:
+  """epochs * total_groups * mean_examples_per_puzzle / global_batch_size (§5)."""
+  steps = int(config.train.epochs * examples_per_epoch / config.train.global_batch_size)
+  if config.train.max_steps:
+    steps = min(steps, config.train.max_steps)
+  return max(steps, 1)
+
+
+def make_schedules(config: ml_collections.ConfigDict, total_steps: int) -> Schedules:
+  t = config.train
+  return Schedules(
+      dense=optimizers.warmup_cosine_schedule(t.lr, t.lr_warmup_steps, total_steps,
+                                              t.lr_min_ratio),
+      puzzle=optimizers.warmup_cosine_schedule(t.puzzle_emb_lr, t.lr_warmup_steps,
+                                               total_steps, t.lr_min_ratio))
+
+
+def make_optimizer(config: ml_collections.ConfigDict,
+                   schedules: Schedules) -> optax.GradientTransformation:
+  t = config.train
+  return optimizers.adam_atan2(schedules.dense, t.beta1, t.beta2, t.weight_decay)
+
+
+def create_train_state(model: model_lib.RecursiveModel, tx: optax.GradientTransformation,
+                       config: ml_collections.ConfigDict, rng: Array) -> TrainState:
+  """Fresh state: initialised weights, zero puzzle table, all-halted carry."""
+  init_key, state_key = jax.random.split(rng)
+  variables = model.init(init_key)
+  params = variables['params']
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      ema_params=optimizers.ema_init(params) if config.train.ema else None,
+      constants=variables['constants'],
+      puzzle_table=model.init_puzzle_table(),
+      opt_state=tx.init(params),
+      carry=act.initial_carry(model, variables['constants'], config.train.global_batch_size),
+      rng=jax.random.key_data(state_key))
+
+
+def _puzzle_rows(model: model_lib.RecursiveModel, table: Array, ids: Array) -> Array | None:
+  if model.config.puzzle_emb_ndim <= 0:
+    return None
+  return puzzle_embedding.lookup(table, ids)
+
+
+def train_step(state: TrainState, batch: dict[str, Array], *,
+               model: model_lib.RecursiveModel, tx: optax.GradientTransformation,
+               schedules: Schedules,
+               config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, Array]]:
+  """One optimizer step (§4 steps 1-5, §5).
+
+  Args:
+    state: the train state.
+    batch: inputs, labels int32 [global_batch, seq_len]; puzzle_identifiers int32
+      [global_batch].
+
+  Returns:
+    The new state and summed metrics of the slots that halted at this step.
+  """
+  model_config = config.model
+  rng, step_key = jax.random.split(jax.random.wrap_key_data(state.rng))
+  carry = act.reset_halted(model, state.constants, state.carry, batch)
+  rows = _puzzle_rows(model, state.puzzle_table, carry.puzzle_identifiers)
+  scale = 1.0 / config.train.global_batch_size
+
+  def loss_fn(params, rows):
+    (z_H, z_L), outputs = model.supervision_step(params, state.constants, rows, carry.z_H,
+                                                 carry.z_L, carry.inputs)
+    steps = carry.steps + 1
+    halted, is_last_step = act.halting_decision(model_config, steps, outputs.q_halt,
+                                                outputs.q_continue, step_key, training=True)
+    target = None
+    if not model_config.no_act_continue:
+      target = act.continue_target(model, params, state.constants, rows, z_H, z_L,
+                                   carry.inputs, is_last_step)
+    loss, metrics = losses.act_loss_and_metrics(
+        outputs.logits, outputs.q_halt, outputs.q_continue, carry.labels, halted, steps,
+        ignore_label_id=config.data.ignore_label_id, loss_type=config.train.loss_type,
+        target_q_continue=target)
+    new_carry = carry.replace(z_H=z_H, z_L=z_L, steps=steps, halted=halted)
+    return loss * scale, (new_carry, metrics)
+
+  grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
+  (param_grads, row_grads), (new_carry, metrics) = grad_fn(state.params, rows)
+
+  updates, opt_state = tx.update(param_grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  step = state.step + 1
+  puzzle_table = state.puzzle_table
+  if rows is not None:
+    puzzle_table = puzzle_embedding.sparse_sign_sgd_update(
+        puzzle_table, carry.puzzle_identifiers, row_grads, schedules.puzzle(step),
+        config.train.puzzle_emb_weight_decay)
+  ema_params = state.ema_params
+  if ema_params is not None:
+    ema_params = optimizers.ema_update(ema_params, params, config.train.ema_rate)
+  metrics['lr'] = schedules.dense(step)
+  new_state = state.replace(step=step, params=params, ema_params=ema_params,
+                            puzzle_table=puzzle_table, opt_state=opt_state, carry=new_carry,
+                            rng=jax.random.key_data(rng))
+  return new_state, metrics
+
+
+def eval_step(params: Any, constants: Any, puzzle_table: Array, batch: dict[str, Array], *,
+              model: model_lib.RecursiveModel,
+              config: ml_collections.ConfigDict) -> dict[str, Array]:
+  """halt_max_steps supervision steps from the reset state, in one call (§4, evaluation).
+
+  Args:
+    batch: inputs, labels int32 [batch, seq_len]; puzzle_identifiers int32 [batch]; mask bool
+      [batch] (false on padding rows).
+
+  Returns:
+    preds int32 [batch, seq_len] (last step), q_halt float32 [batch] (last step),
+    halt_step int32 [batch] (first step with q_halt > 0, else the last: adaptive halting),
+    adaptive_preds int32 [batch, seq_len] (prediction at halt_step), and summed metrics:
+    count, exact_accuracy, accuracy, adaptive_exact_accuracy, adaptive_steps.
+  """
+  num_steps = config.model.halt_max_steps
+  inputs = batch['inputs']
+  z_H, z_L = model.initial_state(constants, inputs.shape[0])
+  rows = _puzzle_rows(model, puzzle_table, batch['puzzle_identifiers'])
+
+  def step(state, index):
+    (z_H, z_L), adaptive_preds, halt_step, halted = state
+    (z_H, z_L), outputs = model.supervision_step(params, constants, rows, z_H, z_L, inputs)
+    preds = jnp.argmax(outputs.logits, axis=-1).astype(jnp.int32)
+    # Adaptive halting keeps the prediction of the first step whose q_halt > 0.
+    newly = ~halted & ((outputs.q_halt > 0) | (index == num_steps - 1))
+    adaptive_preds = jnp.where(newly[:, None], preds, adaptive_preds)
+    halt_step = jnp.where(newly, index + 1, halt_step)
+    return ((z_H, z_L), adaptive_preds, halt_step, halted | newly), (preds, outputs.q_halt)
+
+  batch_size = inputs.shape[0]
+  init = ((z_H, z_L), jnp.zeros_like(inputs), jnp.zeros((batch_size,), jnp.int32),
+          jnp.zeros((batch_size,), bool))
+  (_, adaptive_preds, halt_step, _), (preds, q_halt) = jax.lax.scan(
+      step, init, jnp.arange(num_steps))
+  preds, q_halt = preds[-1], q_halt[-1]
+
+  labels, mask = batch['labels'], batch['mask']
+  counted = labels != config.data.ignore_label_id
+  num_counted = jnp.maximum(counted.sum(-1), 1)
+
+  def exact(p):
+    return jnp.all((p == labels) | ~counted, axis=-1) & mask
+
+  metrics = {
+      'count': mask.sum(),
+      'exact_accuracy': exact(preds).sum(),
+      'accuracy': jnp.sum(jnp.where(mask, ((preds == labels) & counted).sum(-1) / num_counted,
+                                    0.0)),
+      'adaptive_exact_accuracy': exact(adaptive_preds).sum(),
+      'adaptive_steps': jnp.where(mask, halt_step, 0).sum(),
+  }
+  return {'preds': preds, 'q_halt': q_halt, 'halt_step': halt_step,
+          'adaptive_preds': adaptive_preds, 'metrics': metrics}
+
+
+def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
+  """Replicated everything except the ACT carry, which is split over the batch axis."""
+  replicated = sharding.replicated(mesh)
+  batch = sharding.batch_sharded(mesh)
+  shardings = jax.tree_util.tree_map(lambda _: replicated, state)
+  carry = jax.tree_util.tree_map(lambda _: batch, state.carry)
+  return shardings.replace(carry=carry)
+
+
+def jit_train_step(model, tx, schedules, config, mesh: Mesh, state_sharding: TrainState):
+  """The train step jitted over `mesh`; the incoming state is donated."""
+  step = functools.partial(train_step, model=model, tx=tx, schedules=schedules, config=config)
+  return jax.jit(step, in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
+                 out_shardings=(state_sharding, sharding.replicated(mesh)),
+                 donate_argnums=(0,))
+
+
+def jit_eval_step(model, config, mesh: Mesh):
+  """The eval step jitted over `mesh`: weights replicated, batch split."""
+  step = functools.partial(eval_step, model=model, config=config)
+  replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  out_shardings = {'preds': batch, 'q_halt': batch, 'halt_step': batch,
+                   'adaptive_preds': batch, 'metrics': replicated}
+  return jax.jit(step, in_shardings=(replicated, replicated, replicated, batch),
+                 out_shardings=out_shardings)
