@@ -8,6 +8,7 @@ warmup_s, train_step_ms, train_examples_per_s, train_tflops, eval_puzzles_per_s,
 """
 
 import json
+import os
 import sys
 import time
 
@@ -19,6 +20,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from experiments import config_loading
+from experiments import profiling
 from tiny_recursive import flops
 from tiny_recursive import model as model_lib
 from tiny_recursive import sharding
@@ -31,6 +33,8 @@ _EVAL_BATCHES = flags.DEFINE_integer('eval_batches', 3, 'Timed eval batches.')
 _NUM_IDS = flags.DEFINE_integer('num_puzzle_identifiers', 1000,
                                 'Rows of the puzzle-embedding table to benchmark with.')
 _SKIP_EVAL = flags.DEFINE_bool('skip_eval', False, 'Time only the train step.')
+_PROFILE_DIR = flags.DEFINE_string(
+    'profile_dir', '', 'If set, also trace 3 train steps there and print device time per kernel.')
 
 
 def random_batch(rng: np.random.Generator, batch: int, seq_len: int, vocab: int,
@@ -108,6 +112,13 @@ def main(argv):
     eval_s = (time.perf_counter() - start) / _EVAL_BATCHES.value
     result['eval_puzzles_per_s'] = round(batch_size / eval_s)
   result['peak_mem_gb'] = peak_memory_gb()
+  if _PROFILE_DIR.value:
+    trace_dir = os.path.join(_PROFILE_DIR.value, 'trace')
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      for _ in range(3):
+        state, metrics = train_step(state, batch)
+      jax.block_until_ready((state, metrics))
+    print(profiling.kernel_table(trace_dir, steps=3), flush=True)
   print(json.dumps(result), flush=True)
 
 

@@ -100,7 +100,7 @@ class Attention(nn.Module):
   hidden_size: int
   num_heads: int
   dtype: Any = jnp.bfloat16
-  implementation: str = 'xla'  # 'xla' | 'cudnn'
+  implementation: str = 'auto'  # 'auto' | 'xla' | 'cudnn'
 
   @nn.compact
   def __call__(self, x: Array, rope: tuple[Array, Array] | None) -> Array:
@@ -111,10 +111,16 @@ class Attention(nn.Module):
     query, key, value = jnp.split(qkv, 3, axis=2)
     if rope is not None:
       query, key = apply_rope(query, *rope), apply_rope(key, *rope)
-    if self.implementation == 'xla':
+    implementation = self.implementation
+    if implementation == 'auto':
+      implementation = 'cudnn' if jax.default_backend() == 'gpu' else 'xla'
+    if implementation == 'xla':
       out = _xla_attention(query, key, value)
+    elif implementation == 'cudnn':
+      out = _cudnn_attention(query, key, value)
     else:
-      out = jax.nn.dot_product_attention(query, key, value, implementation=self.implementation)
+      raise ValueError(f"model.attention_impl: expected 'auto', 'xla' or 'cudnn', got "
+                       f'{implementation!r}.')
     out = out.reshape(batch, seq, self.hidden_size)
     return Linear(self.hidden_size, self.dtype, name='o_proj')(out)
 
@@ -125,6 +131,20 @@ def _xla_attention(query: Array, key: Array, value: Array) -> Array:
   logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, preferred_element_type=jnp.float32)
   weights = jax.nn.softmax(logits * scale, axis=-1).astype(value.dtype)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, value)
+
+
+def _cudnn_attention(query: Array, key: Array, value: Array, multiple: int = 64) -> Array:
+  """cuDNN fused (flash) attention. cuDNN rejects some sequence lengths (97 for Sudoku), so
+  the sequence is padded to a multiple of `multiple` with the padded keys masked out."""
+  seq = query.shape[1]
+  padded = find_multiple(seq, multiple)
+  if padded != seq:
+    pad = ((0, 0), (0, padded - seq), (0, 0), (0, 0))
+    query, key, value = (jnp.pad(t, pad) for t in (query, key, value))
+  lengths = jnp.full((query.shape[0],), seq, jnp.int32)
+  out = jax.nn.dot_product_attention(query, key, value, query_seq_lengths=lengths,
+                                     key_value_seq_lengths=lengths, implementation='cudnn')
+  return out[:, :seq]
 
 
 class Block(nn.Module):
@@ -141,7 +161,7 @@ class Block(nn.Module):
   seq_len: int  # Including the puzzle-embedding positions.
   rms_norm_eps: float
   dtype: Any = jnp.bfloat16
-  attention_impl: str = 'xla'
+  attention_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
@@ -169,7 +189,7 @@ class Network(nn.Module):
   seq_len: int
   rms_norm_eps: float
   dtype: Any = jnp.bfloat16
-  attention_impl: str = 'xla'
+  attention_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, h: Array, injection: Array | None,

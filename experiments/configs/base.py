@@ -40,7 +40,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   # Performance levers (no effect on the math).
   model.remat_policy = 'none'  # 'none' | 'full' | 'dots' | 'dots_no_batch'
   model.scan_unroll = 1
-  model.attention_impl = 'xla'  # 'xla' | 'cudnn' (jax.nn.dot_product_attention)
+  model.attention_impl = 'auto'  # 'auto' (cuDNN on GPU, else XLA) | 'xla' | 'cudnn'
 
   # --- Data (§2, §7) ---
   data = config.data = ml_collections.ConfigDict()
