@@ -54,8 +54,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   data.fresh_augmentation = False  # True: new random augmentation every epoch.
   data.augmentation_seed = 0
   data.num_puzzle_identifiers = 1  # Set from the data set at run time.
+  # Epochs packed back to back before the last partial batch is dropped; 0 means
+  # train.eval_interval, as the reference packs one evaluation interval at a time.
+  data.epochs_per_iteration = 0
+  data.maze_augmentation = 'none'  # 'none' (reference default) | 'dihedral'
   data.prefetch_buffer_size = 4
-  data.worker_count = 0
 
   # --- Training (§4, §5) ---
   train = config.train = ml_collections.ConfigDict()
@@ -77,6 +80,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   train.checkpoint_every_steps = 1000
   train.keep_checkpoints = 3
   train.max_steps = 0  # >0 stops early (smoke tests, benchmarks).
+
+  train.metrics_sync_every_steps = 0  # >0: check loss finiteness this often (0: at logs).
 
   # --- Evaluation ---
   evaluation = config.eval = ml_collections.ConfigDict()

@@ -604,7 +604,8 @@ def build_pipelines(config: ml_collections.ConfigDict, train_data: Any, test_dat
   name = data.name
   aug_seed = int(data.augmentation_seed)
   fresh = bool(data.fresh_augmentation)
-  epochs_per_iteration = int(data.get('epochs_per_iteration', 1))
+  # 0: one evaluation interval, as the reference packs `eval_interval` epochs at a time.
+  epochs_per_iteration = int(data.get('epochs_per_iteration', 1)) or int(config.train.eval_interval)
   max_examples = int(config.eval.get('max_examples', 0))
   arc_spec = None
   if name == 'sudoku_extreme':
