@@ -23,8 +23,9 @@ def log_stablemax(logits: Array) -> Array:
   sign, so neither the value nor the gradient of the unused branch can be inf or NaN.
   """
   x = logits.astype(jnp.float32)
-  negative = jnp.minimum(x, 0.0)
-  positive = jnp.maximum(x, 0.0)
+  # `where`, not min/max: at a tie min/max split the gradient, halving it at x = 0.
+  negative = jnp.where(x < 0, x, 0.0)
+  positive = jnp.where(x < 0, 0.0, x)
   s = jnp.where(x < 0, 1.0 / (1.0 - negative), positive + 1.0)
   log_s = jnp.where(x < 0, -jnp.log1p(-negative), jnp.log1p(positive))
   return log_s - jnp.log(jnp.sum(s, axis=-1, keepdims=True))
