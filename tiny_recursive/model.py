@@ -196,7 +196,12 @@ class RecursiveModel:
     """
     c = self.config
     dtype = self.dtype
-    embedding = jnp.take(params['embed_tokens']['embedding'].astype(dtype), inputs, axis=0)
+    # A one-hot product rather than a gather: the gather's backward is a scatter-add of
+    # every token into a handful of vocabulary rows, serialised on atomics on GPU; the
+    # product's backward is a GEMM. Exact: each output is one table entry times 1.
+    one_hot = jax.nn.one_hot(inputs, self.vocab_size, dtype=dtype)
+    embedding = jnp.dot(one_hot, params['embed_tokens']['embedding'].astype(dtype),
+                        precision=jax.lax.Precision.HIGHEST)
     batch = inputs.shape[0]
     if c.puzzle_emb_ndim > 0:
       rows = puzzle_rows.astype(dtype)
@@ -262,6 +267,25 @@ class RecursiveModel:
       return z_L, z_L
     return high_net(z_H, z_L), z_L
 
+  def _heads(self, params: Params, z_H: Array) -> tuple[Array, Array]:
+    """lm_head on the puzzle positions and q_head on position 0 of `z_H`.
+
+    Returns float32 logits [batch, seq_len, vocab] and q [batch, 2] (halt, continue). Both
+    heads run as one product with a kernel [hidden, vocab + 2] zero-padded to a multiple of
+    16 columns (vocab is 6-12: unaligned on its own); each output entry is the same dot
+    product as with separate heads.
+    """
+    dtype = self.dtype
+    vocab = self.vocab_size
+    kernel = jnp.concatenate([params['lm_head']['kernel'], params['q_head']['kernel']],
+                             axis=1).astype(dtype)
+    width = layers.find_multiple(vocab + 2, 16)
+    kernel = jnp.pad(kernel, ((0, 0), (0, width - vocab - 2)))
+    out = jnp.dot(z_H, kernel)
+    logits = out[:, self.puzzle_emb_len:, :vocab]
+    q = out[:, 0, vocab:vocab + 2] + params['q_head']['bias'].astype(dtype)
+    return logits.astype(jnp.float32), q.astype(jnp.float32)
+
   def supervision_step(self, params: Params, constants: Params, puzzle_rows: Array | None,
                        z_H: Array, z_L: Array,
                        inputs: Array) -> tuple[tuple[Array, Array], StepOutputs]:
@@ -280,6 +304,8 @@ class RecursiveModel:
     del constants
     c = self.config
     x = self.embed(params, inputs, puzzle_rows)
+    # The carry never receives gradient (also when h_cycles == 1).
+    z_H, z_L = jax.lax.stop_gradient(z_H), jax.lax.stop_gradient(z_L)
 
     if c.h_cycles > 1:
       # H_cycles - 1 cycles without gradient: nothing inside depends on a differentiated
@@ -301,14 +327,8 @@ class RecursiveModel:
     grad_low_steps = 1 if c.gradient_mode == 'one_step' else None
     z_H, z_L = self._cycle(params, z_H, z_L, x, remat=True, grad_low_steps=grad_low_steps)
 
-    dtype = self.dtype
-    head_input = z_H
-    logits = jnp.dot(head_input[:, self.puzzle_emb_len:],
-                     params['lm_head']['kernel'].astype(dtype))
-    q = (jnp.dot(head_input[:, 0], params['q_head']['kernel'].astype(dtype))
-         + params['q_head']['bias'].astype(dtype))
-    q = q.astype(jnp.float32)
-    outputs = StepOutputs(logits=logits.astype(jnp.float32), q_halt=q[:, 0], q_continue=q[:, 1])
+    logits, q = self._heads(params, z_H)
+    outputs = StepOutputs(logits=logits, q_halt=q[:, 0], q_continue=q[:, 1])
     return (jax.lax.stop_gradient(z_H), jax.lax.stop_gradient(z_L)), outputs
 
 
