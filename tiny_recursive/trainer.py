@@ -10,6 +10,7 @@ evaluates every `eval_interval` epochs and at the end, and checkpoints every
 import dataclasses
 import functools
 import os
+import time
 from typing import Any, Callable
 
 from absl import logging
@@ -228,6 +229,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logger = metrics_logging.MetricsLogger(workdir)
   step = int(state.step)
   totals = None
+  log_timer = (time.perf_counter(), step)  # Wall time of the steps between two logs.
   last_eval: dict[str, float] = {}
 
   def save(force: bool, metrics: dict[str, float] | None = None) -> None:
@@ -263,6 +265,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         sums.pop('first_nonfinite_step')
         logged = losses.normalise_metrics(sums, config.train.global_batch_size, num_steps)
         logged['lr'] = float(lr)
+        now = time.perf_counter()
+        # Includes input and logging time, so it is an upper bound on the jitted step.
+        logged['step_time_ms'] = 1e3 * (now - log_timer[0]) / max(step - log_timer[1], 1)
+        log_timer = (now, step)
         logger.write(step, 'train', logged)
         if progress is not None:
           progress(step, total_steps, logged)
@@ -270,9 +276,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
       if step % steps_per_eval == 0 or step == total_steps:
         check_finite()
+        eval_start = time.perf_counter()
         last_eval = evaluate(config, eval_step, state, pipes, mesh)
+        last_eval['eval_time_s'] = time.perf_counter() - eval_start
         logger.write(step, 'eval', last_eval)
         save(force=True, metrics=last_eval)
+        log_timer = (time.perf_counter(), step)
       elif checkpointer.should_save(step):
         check_finite()
         save(force=False)
