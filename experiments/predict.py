@@ -172,10 +172,13 @@ def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
     raise
 
 
-def run_prediction(config: ml_collections.ConfigDict, checkpoint: str, inputs_path: str,
-                   output_path: str, *, steps: int | None = None,
-                   batch_size: int | None = None) -> dict[str, np.ndarray]:
-  """Loads the checkpoint and the inputs, predicts and writes `output_path`."""
+def load_checked_model(config: ml_collections.ConfigDict, checkpoint: str):
+  """Loads a model export or training workdir and checks it against `config.model`.
+
+  Returns:
+    (model, params, constants, puzzle_table), the constants cast to the forward dtype and the
+    number of puzzle identifiers taken from the checkpoint's table.
+  """
   params, constants, puzzle_table, stored_config = checkpointing.load_model(checkpoint)
   check_model_config(config.model, stored_config or {}, checkpoint)
   if config.model.puzzle_emb_ndim > 0:
@@ -186,11 +189,20 @@ def run_prediction(config: ml_collections.ConfigDict, checkpoint: str, inputs_pa
   else:
     num_ids = 1
     puzzle_table = np.zeros((1, 0), np.float32)
-  model = model_lib.RecursiveModel(config.model, seq_len=config.data.seq_len,
-                                   vocab_size=config.data.vocab_size,
-                                   num_puzzle_identifiers=num_ids)
+  model = model_lib.build_model(config.model, seq_len=config.data.seq_len,
+                                vocab_size=config.data.vocab_size,
+                                num_puzzle_identifiers=num_ids)
   check_params(model, params, constants, checkpoint)
   constants = jax.tree_util.tree_map(lambda c: jnp.asarray(c, model.dtype), constants)
+  return model, params, constants, puzzle_table
+
+
+def run_prediction(config: ml_collections.ConfigDict, checkpoint: str, inputs_path: str,
+                   output_path: str, *, steps: int | None = None,
+                   batch_size: int | None = None) -> dict[str, np.ndarray]:
+  """Loads the checkpoint and the inputs, predicts and writes `output_path`."""
+  model, params, constants, puzzle_table = load_checked_model(config, checkpoint)
+  num_ids = model.num_puzzle_identifiers
   inputs, ids = load_inputs(inputs_path, seq_len=config.data.seq_len,
                             vocab_size=config.data.vocab_size, num_puzzle_identifiers=num_ids)
   num_steps = config.model.halt_max_steps if steps is None else steps

@@ -48,7 +48,6 @@ from experiments import config_loading
 from experiments import predict
 from tiny_recursive import act
 from tiny_recursive import arc_evaluation
-from tiny_recursive import checkpointing
 from tiny_recursive import model as model_lib
 from tiny_recursive import rendering
 from tiny_recursive.data import arc_encoding
@@ -129,20 +128,8 @@ class Solver:
 
 def load_solver(config: ml_collections.ConfigDict, checkpoint: str) -> Solver:
   """Loads a model export or training workdir and checks it against `config.model`."""
-  params, constants, puzzle_table, stored_config = checkpointing.load_model(checkpoint)
-  predict.check_model_config(config.model, stored_config or {}, checkpoint)
-  if config.model.puzzle_emb_ndim > 0:
-    if puzzle_table is None or np.ndim(puzzle_table) != 2:
-      raise ValueError(f'{checkpoint}: the config uses puzzle embeddings but the checkpoint '
-                       'has no 2-D puzzle table.')
-    num_ids = int(np.shape(puzzle_table)[0])
-  else:
-    num_ids = 1
-    puzzle_table = np.zeros((1, 0), np.float32)
-  model = model_lib.build_model(config.model, seq_len=config.data.seq_len,
-                                vocab_size=config.data.vocab_size, num_puzzle_identifiers=num_ids)
-  predict.check_params(model, params, constants, checkpoint)
-  constants = jax.tree_util.tree_map(lambda c: jnp.asarray(c, model.dtype), constants)
+  model, params, constants, puzzle_table = predict.load_checked_model(config, checkpoint)
+  num_ids = model.num_puzzle_identifiers
   params, constants, puzzle_table = jax.device_put((params, constants, puzzle_table))
   return Solver(model=model, params=params, constants=constants, puzzle_table=puzzle_table,
                 num_identifiers=num_ids, checkpoint=checkpoint)
