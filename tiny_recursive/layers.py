@@ -20,6 +20,9 @@ Initializer = Callable[..., Array]
 # reference's trunc_normal_init_ do).
 _TRUNCATED_NORMAL_STD = 0.87962566103423978
 
+# The MLP mixer pads the sequence axis to a multiple of this for aligned GEMM shapes.
+_SEQUENCE_ALIGNMENT = 16
+
 
 def truncated_normal(std: float) -> Initializer:
   """Truncated normal within two standard deviations whose true std is `std`."""
@@ -40,42 +43,78 @@ def swiglu_hidden_width(width: int, expansion: float) -> int:
   return find_multiple(round(expansion * width * 2 / 3), 256)
 
 
-def rms_norm(x: Array, eps: float) -> Array:
-  """Weightless RMSNorm over the last axis, computed in float32, returned in x's dtype."""
+def rms_norm(x: Array, eps: float, count: int | None = None) -> Array:
+  """Weightless RMSNorm over the last axis, computed in float32, returned in x's dtype.
+
+  `count`: number of real entries when the last axis carries trailing zero padding (the
+  padding adds nothing to the sum of squares); None means the whole axis.
+  """
   x32 = x.astype(jnp.float32)
-  variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+  count = x.shape[-1] if count is None else count
+  variance = jnp.sum(jnp.square(x32), axis=-1, keepdims=True) / count
   return (x32 * jax.lax.rsqrt(variance + eps)).astype(x.dtype)
 
 
 class Linear(nn.Module):
-  """Bias-free (optionally biased) dense layer; float32 kernel `[in, out]` cast to `dtype`."""
+  """Dense layer with a float32 kernel `[in_features, features]` cast to `dtype`.
+
+  Performance options that leave the result unchanged:
+    splits: >1 returns that many outputs, each from its own product with a column block of
+      the kernel, instead of one product split afterwards. The backward pass then sums
+      per-block input gradients instead of concatenating the output gradients into one
+      `[..., features]` buffer (a memory-bound copy XLA does not fuse).
+    in_features: the kernel's input width when `x`'s last axis is longer because of trailing
+      zero padding; the kernel gets matching zero rows.
+    padded_features: zero columns are appended up to this width, so the output carries
+      trailing zeros (keeps GEMM shapes aligned to the tensor-core tiles).
+  """
   features: int
   dtype: Any = jnp.bfloat16
   use_bias: bool = False
+  splits: int = 1
+  in_features: int = 0
+  padded_features: int = 0
 
   @nn.compact
-  def __call__(self, x: Array) -> Array:
-    fan_in = x.shape[-1]
+  def __call__(self, x: Array) -> Array | tuple[Array, ...]:
+    fan_in = self.in_features or x.shape[-1]
     kernel = self.param('kernel', truncated_normal(1.0 / math.sqrt(fan_in)),
-                        (fan_in, self.features), jnp.float32)
-    y = jnp.dot(x.astype(self.dtype), kernel.astype(self.dtype))
+                        (fan_in, self.features), jnp.float32).astype(self.dtype)
+    padded_in = x.shape[-1] - fan_in
+    padded_out = max(self.padded_features - self.features, 0)
+    if padded_in or padded_out:
+      kernel = jnp.pad(kernel, ((0, padded_in), (0, padded_out)))
+    x = x.astype(self.dtype)
     if self.use_bias:
       bias = self.param('bias', nn.initializers.zeros, (self.features,), jnp.float32)
-      y = y + bias.astype(self.dtype)
-    return y
+    if self.splits == 1:
+      y = jnp.dot(x, kernel)
+      return y + bias.astype(self.dtype) if self.use_bias else y
+    if self.use_bias or padded_out or self.features % self.splits:
+      raise ValueError('Linear: splits > 1 needs features divisible by splits, no bias and '
+                       'no output padding.')
+    width = self.features // self.splits
+    return tuple(jnp.dot(x, kernel[:, i * width:(i + 1) * width]) for i in range(self.splits))
 
 
 class SwiGLU(nn.Module):
-  """`down(silu(gate) * up)` with gate and up fused in one projection `[width, 2 * hidden]`."""
+  """`down(silu(gate) * up)` with gate and up fused in one projection `[width, 2 * hidden]`.
+
+  `padded_width` > width: `x`'s last axis is `width` real entries followed by zeros up to
+  `padded_width`; the output then has the same zero-padded layout.
+  """
   width: int
   expansion: float
   dtype: Any = jnp.bfloat16
+  padded_width: int = 0
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     hidden = swiglu_hidden_width(self.width, self.expansion)
-    gate, up = jnp.split(Linear(2 * hidden, self.dtype, name='gate_up_proj')(x), 2, axis=-1)
-    return Linear(self.width, self.dtype, name='down_proj')(jax.nn.silu(gate) * up)
+    gate, up = Linear(2 * hidden, self.dtype, splits=2, in_features=self.width,
+                      name='gate_up_proj')(x)
+    return Linear(self.width, self.dtype, padded_features=self.padded_width,
+                  name='down_proj')(jax.nn.silu(gate) * up)
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[Array, Array]:
@@ -106,9 +145,8 @@ class Attention(nn.Module):
   def __call__(self, x: Array, rope: tuple[Array, Array] | None) -> Array:
     batch, seq, _ = x.shape
     head_dim = self.hidden_size // self.num_heads
-    qkv = Linear(3 * self.hidden_size, self.dtype, name='qkv_proj')(x)
-    qkv = qkv.reshape(batch, seq, 3 * self.num_heads, head_dim)
-    query, key, value = jnp.split(qkv, 3, axis=2)
+    qkv = Linear(3 * self.hidden_size, self.dtype, splits=3, name='qkv_proj')(x)
+    query, key, value = (t.reshape(batch, seq, self.num_heads, head_dim) for t in qkv)
     if rope is not None:
       query, key = apply_rope(query, *rope), apply_rope(key, *rope)
     implementation = self.implementation
@@ -167,9 +205,14 @@ class Block(nn.Module):
   def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
     norm = functools.partial(rms_norm, eps=self.rms_norm_eps)
     if self.mixer == 'mlp':
-      t = jnp.swapaxes(h, 1, 2)
-      t = norm(t + SwiGLU(self.seq_len, self.expansion, self.dtype, name='sequence_mlp')(t))
-      h = jnp.swapaxes(t, 1, 2)
+      # The sequence axis is zero-padded to a multiple of 16 so the sequence SwiGLU's
+      # products have aligned shapes (97 for Sudoku is not); the padded entries stay zero
+      # through the branch, are excluded from the norm's mean, and are cut off at the end.
+      padded = find_multiple(self.seq_len, _SEQUENCE_ALIGNMENT)
+      t = jnp.pad(jnp.swapaxes(h, 1, 2), ((0, 0), (0, 0), (0, padded - self.seq_len)))
+      mlp = SwiGLU(self.seq_len, self.expansion, self.dtype, padded, name='sequence_mlp')
+      t = rms_norm(t + mlp(t), self.rms_norm_eps, count=self.seq_len)
+      h = jnp.swapaxes(t[..., :self.seq_len], 1, 2)
     elif self.mixer == 'attention':
       attention = Attention(self.hidden_size, self.num_heads, self.dtype, self.attention_impl,
                             name='attention')
