@@ -9,6 +9,7 @@ Rerunning the same command resumes from the latest checkpoint in --workdir.
 """
 
 import json
+import re
 import sys
 
 from absl import app
@@ -27,6 +28,31 @@ class _DropUntrackedMetricWarning:
     return 'did not provide metrics' not in record.getMessage()
 
 
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with an unknown `--config.KEY` reported in one line (exit status 2).
+
+  ml_collections raises AttributeError/KeyError from inside flag parsing for such a key, which
+  absl would otherwise show as a long traceback.
+  """
+  try:
+    return app.parse_flags_with_usage(argv)
+  except (AttributeError, KeyError) as error:
+    detail = error
+    while isinstance(detail, BaseException) and detail.args:
+      detail = detail.args[0]
+    detail = str(detail)
+    match = re.match(r"'([^']+)'", detail)
+    overrides = [arg for arg in argv if arg.startswith('--config.')]
+    if match:
+      named = [arg for arg in overrides
+               if match.group(1) in arg.partition('=')[0][len('--config.'):].split('.')]
+      overrides = named or overrides
+    hint = ' '.join(detail.split('\n')[1:])
+    print(f'error: {" ".join(overrides)}: the config has no key '
+          f'{match.group(1) if match else detail!r}. {hint}'.rstrip(), file=sys.stderr)
+    sys.exit(2)
+
+
 def define_flags():
   config_flags.DEFINE_config_file('config', None, 'Config name (see experiments/configs) or '
                                   'path[:argument].', lock_config=True)
@@ -43,6 +69,25 @@ def main(argv):
     # Keep the terminal to the progress bar, warnings and the result; pass -v 0 for INFO.
     logging.set_verbosity(logging.WARNING)
   logging.get_absl_logger().addFilter(_DropUntrackedMetricWarning())
+  # pylint: disable=g-import-not-at-top
+  from tiny_recursive import checkpointing
+  from tiny_recursive import config_validation
+  from tiny_recursive import trainer
+  # pylint: enable=g-import-not-at-top
+  try:
+    _run()
+  except (config_validation.ConfigError, FileNotFoundError,
+          checkpointing.WorkdirNotWritableError) as error:
+    # Bad input: one readable line rather than a traceback.
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(2)
+  except trainer.NonFiniteLossError as error:
+    print(f'error: {error}', file=sys.stderr)
+    sys.exit(1)
+
+
+def _run() -> None:
+  """Trains or evaluates as the flags say; prints the final evaluation as JSON."""
   from tiny_recursive import trainer  # pylint: disable=g-import-not-at-top
   config = flags.FLAGS.config
   workdir = flags.FLAGS.workdir
@@ -61,12 +106,14 @@ def main(argv):
                       exact=f"{metrics.get('exact_accuracy', 0.0):.3f}",
                       steps=f"{metrics.get('steps', 0.0):.1f}")
 
-    results = trainer.train_and_evaluate(config, workdir, progress=progress)
-    if bar is not None:
-      bar.close()
+    try:
+      results = trainer.train_and_evaluate(config, workdir, progress=progress)
+    finally:
+      if bar is not None:
+        bar.close()  # Ends the bar's line, so that an error message starts on its own.
   print(json.dumps({'final_eval': results}, sort_keys=True), flush=True)
 
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, argv=config_loading.expand_config_argv(sys.argv))
+  app.run(main, argv=config_loading.expand_config_argv(sys.argv), flags_parser=_parse_flags)

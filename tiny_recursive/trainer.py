@@ -145,7 +145,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   """Validates, loads data, builds model/optimizer and opens the checkpoints of `workdir`."""
   sharding.maybe_initialize_distributed()
   config_validation.validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  # Creates the directory too; failing here names the workdir before anything is loaded.
   checkpointing.check_workdir_writable(workdir)
   train_split, test_split = load_splits(config)
   pipes = pipeline.build_pipelines(config, train_split, test_split, jax.process_index(),
@@ -232,8 +232,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   log_timer = (time.perf_counter(), step)  # Wall time of the steps between two logs.
   last_eval: dict[str, float] = {}
 
+  last_saved_step = -1
+
   def save(force: bool, metrics: dict[str, float] | None = None) -> None:
-    checkpointer.save(step, state, train_iter.get_state(), metrics=metrics, force=force)
+    nonlocal last_saved_step
+    if checkpointer.save(step, state, train_iter.get_state(), metrics=metrics, force=force):
+      last_saved_step = step
 
   def check_finite() -> None:
     """Raises (before anything is saved) if a step since the last check was not finite."""
@@ -289,7 +293,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if checkpointer.should_stop(step):
         check_finite()
         logging.warning('Stop requested: saving step %d and exiting.', step)
-        save(force=True)
+        if last_saved_step != step:  # Orbax refuses to save a step twice.
+          save(force=True)
         break
   finally:
     checkpointer.wait_until_finished()
