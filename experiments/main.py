@@ -99,7 +99,9 @@ def _run() -> None:
     def progress(step, total, metrics):
       nonlocal bar
       if bar is None:
-        bar = tqdm.tqdm(total=total, initial=step - config.train.log_every_steps,
+        # Starts at the first logged step: the rate then covers measured steps only (the
+        # first interval includes compilation).
+        bar = tqdm.tqdm(total=total, initial=step,
                         unit='step', dynamic_ncols=True, file=sys.stderr)
       bar.update(step - bar.n)
       bar.set_postfix(loss=f"{metrics.get('lm_loss', float('nan')):.3f}",

@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -293,3 +294,12 @@ def test_sigterm_and_request_stop(tmp_path):
     assert not ckpt.should_stop(1)
     ckpt.request_stop()
     assert ckpt.should_stop(1)
+
+
+def test_close_restores_the_previous_sigterm_handler(tmp_path):
+  previous = signal.getsignal(signal.SIGTERM)
+  checkpointer = checkpointing.Checkpointer(tmp_path)
+  assert checkpointer.install_sigterm_handler()
+  assert signal.getsignal(signal.SIGTERM) is not previous
+  checkpointer.close()
+  assert signal.getsignal(signal.SIGTERM) is previous

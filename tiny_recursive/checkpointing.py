@@ -127,6 +127,7 @@ class Checkpointer:
     self._best_mode = best_mode
     self._model_config = _to_json_compatible(dict(model_config or {}))
     self._stop_requested = threading.Event()
+    self._previous_sigterm_handler = None
 
     policies = [checkpoint_managers.LatestN(n=max_to_keep)]
     best_fn = None
@@ -342,7 +343,7 @@ class Checkpointer:
                       'step.', signum)
       self._stop_requested.set()
 
-    signal.signal(signal.SIGTERM, handler)
+    self._previous_sigterm_handler = signal.signal(signal.SIGTERM, handler)
     return True
 
   def request_stop(self) -> None:
@@ -366,9 +367,12 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
-    """Waits for pending saves and releases the manager."""
+    """Waits for pending saves, releases the manager and restores the SIGTERM handler."""
     self._manager.wait_until_finished()
     self._manager.close()
+    if self._previous_sigterm_handler is not None:
+      signal.signal(signal.SIGTERM, self._previous_sigterm_handler)
+      self._previous_sigterm_handler = None
 
   def __enter__(self) -> 'Checkpointer':
     return self

@@ -9,15 +9,14 @@ evaluates every `eval_interval` epochs and at the end, and checkpoints every
 
 import dataclasses
 import functools
-import os
 import time
 from typing import Any, Callable
 
 from absl import logging
+from etils import epath
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from tiny_recursive import arc_evaluation
 from tiny_recursive import checkpointing
@@ -52,13 +51,9 @@ def load_splits(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  if jax.process_index() != 0:
-    return
-  path = os.path.join(workdir, 'config.json')
-  tmp = path + '.tmp'
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True))
-  os.replace(tmp, path)
+  if jax.process_index() == 0:
+    metrics_logging.write_text_atomic(epath.Path(workdir) / 'config.json',
+                                      config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def _best_metric(config: ml_collections.ConfigDict) -> str:
