@@ -238,3 +238,24 @@ class TestComposeAndSave:
       rendering.save_png(np.full((2, 2, 3), 9, np.uint8), tmp_path / 'x.png')
     assert os.listdir(tmp_path) == ['x.png']
     assert (tmp_path / 'x.png').read_bytes() == before  # The old file is intact.
+
+
+@pytest.mark.parametrize('data_name, seq_len, vocab', [
+    ('sudoku_extreme', 81, 11), ('maze_hard', 900, 6), ('arc_agi', 900, 12)])
+def test_render_prediction_has_three_panels(data_name, seq_len, vocab):
+  rng = np.random.default_rng(0)
+  tokens = [rng.integers(1, vocab, seq_len) for _ in range(3)]
+  if data_name == 'arc_agi':  # A 2x3 grid at the origin with its end markers.
+    canvas = np.zeros((30, 30), np.int64)
+    canvas[:2, :3] = rng.integers(2, 12, (2, 3))
+    canvas[2, :3] = 1
+    canvas[:2, 3] = 1
+    tokens = [canvas.reshape(-1)] * 3
+  image = rendering.render_prediction(data_name, *tokens)
+  single = {'sudoku_extreme': lambda: rendering.render_sudoku(tokens[0]),
+            'maze_hard': lambda: rendering.render_maze(tokens[0]),
+            'arc_agi': lambda: rendering.render_arc_grid(np.zeros((2, 3), np.int64))}[data_name]()
+  assert image.dtype == np.uint8 and image.shape[2] == 3
+  assert image.shape[1] >= 3 * single.shape[1]
+  with pytest.raises(ValueError, match='unknown data set'):
+    rendering.render_prediction('nope', *tokens)

@@ -70,6 +70,14 @@ class MetricsLogger:
         self._writer.add_scalar(f'{split}/{key}', value, step)
       self._writer.flush()
 
+  def write_images(self, step: int, images: Mapping[str, Any]) -> None:
+    """TensorBoard images (uint8 [H, W, 3]); nothing without a TensorBoard writer."""
+    if self._writer is None:
+      return
+    for name, image in images.items():
+      self._writer.add_image(name, image, step, dataformats='HWC')
+    self._writer.flush()
+
   def close(self) -> None:
     if self._file is not None:
       self._file.close()

@@ -406,3 +406,27 @@ def save_gif(frames: Sequence[ImageLike], path: str | os.PathLike,
                    duration=duration_ms, loop=loop)
 
   _atomic_write(path, write)
+
+
+def render_prediction(data_name: str, inputs, prediction, target) -> np.ndarray:
+  """Input | prediction | target panels of one example of a benchmark's token format (§2).
+
+  Used for TensorBoard images of evaluation predictions. ARC canvases are cropped to their
+  grids as the evaluation decodes them (an empty crop renders as a 1x1 black grid).
+  """
+  if data_name == 'sudoku_extreme':
+    panels = [render_sudoku(inputs), render_sudoku(prediction, givens=inputs),
+              render_sudoku(target, givens=inputs)]
+  elif data_name == 'maze_hard':
+    panels = [render_maze(inputs), render_maze(prediction), render_maze(target)]
+  elif data_name == 'arc_agi':
+    from tiny_recursive.data import arc_encoding  # pylint: disable=g-import-not-at-top
+
+    def grid(tokens):
+      decoded = arc_encoding.decode_grid(np.asarray(tokens))
+      return decoded if decoded.size else np.zeros((1, 1), np.uint8)
+
+    panels = [render_arc_grid(grid(t)) for t in (inputs, prediction, target)]
+  else:
+    raise ValueError(f'render_prediction: unknown data set {data_name!r}.')
+  return side_by_side(panels, ['input', 'prediction', 'target'])

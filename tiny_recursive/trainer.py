@@ -24,6 +24,7 @@ from tiny_recursive import config_validation
 from tiny_recursive import losses
 from tiny_recursive import metrics_logging
 from tiny_recursive import model as model_lib
+from tiny_recursive import rendering
 from tiny_recursive import sharding
 from tiny_recursive import train
 from tiny_recursive.data import pipeline
@@ -80,13 +81,28 @@ def _zero_totals(metric_shapes: dict[str, Any]) -> dict[str, jax.Array]:
   return totals
 
 
+NUM_PREDICTION_IMAGES = 4
+
+
+def prediction_images(config: ml_collections.ConfigDict,
+                      examples: dict[str, Any]) -> dict[str, Any]:
+  """Input | prediction | target pictures of the first evaluation examples."""
+  images = {}
+  for i in range(min(NUM_PREDICTION_IMAGES, len(examples['inputs']))):
+    images[f'eval_predictions/{i}'] = rendering.render_prediction(
+        config.data.name, examples['inputs'][i], examples['preds'][i], examples['labels'][i])
+  return images
+
+
 def evaluate(config: ml_collections.ConfigDict, eval_step, state: train.TrainState,
-             pipes: pipeline.Pipelines, mesh) -> dict[str, float]:
+             pipes: pipeline.Pipelines, mesh,
+             examples: dict[str, Any] | None = None) -> dict[str, float]:
   """Runs every test example through halt_max_steps supervision steps; returns the metrics.
 
   Exact accuracy and token accuracy of the last step, and the same with adaptive halting
   (stop each puzzle at its first step with q_halt > 0) with its mean number of steps. For
-  ARC, the voting metrics (pass@K over augmented versions, §8) are added.
+  ARC, the voting metrics (pass@K over augmented versions, §8) are added. If `examples` is a
+  dict, the first batch's inputs, labels and preds (host arrays) are stored in it.
   """
   weights = state.eval_params()
   totals = None
@@ -100,6 +116,9 @@ def evaluate(config: ml_collections.ConfigDict, eval_step, state: train.TrainSta
     out = eval_step(weights, state.constants, state.puzzle_table, batch)
     metrics = out['metrics']
     totals = metrics if totals is None else jax.tree_util.tree_map(jnp.add, totals, metrics)
+    if examples is not None and not examples:
+      examples.update(inputs=local_batch['inputs'], labels=local_batch['labels'],
+                      preds=sharding.fetch(out['preds'])[:len(local_batch['inputs'])])
     if accumulator is not None:
       meta = {key: local_batch[key] for key in ('task_index', 'version_index', 'test_index',
                                                  'mask')}
@@ -276,9 +295,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if step % steps_per_eval == 0 or step == total_steps:
         check_finite()
         eval_start = time.perf_counter()
-        last_eval = evaluate(config, eval_step, state, pipes, mesh)
+        examples = {}
+        last_eval = evaluate(config, eval_step, state, pipes, mesh, examples)
         last_eval['eval_time_s'] = time.perf_counter() - eval_start
         logger.write(step, 'eval', last_eval)
+        if jax.process_index() == 0:
+          logger.write_images(step, prediction_images(config, examples))
         save(force=True, metrics=last_eval)
         log_timer = (time.perf_counter(), step)
       elif checkpointer.should_save(step):
