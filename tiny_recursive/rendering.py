@@ -359,6 +359,10 @@ def _atomic_write(path: str | os.PathLike, write) -> None:
   suffix = os.path.splitext(path)[1]
   handle, temp_path = tempfile.mkstemp(prefix='.tmp-', suffix=suffix, dir=directory)
   os.close(handle)
+  # mkstemp creates 0600 files; give the picture the usual permissions (0666 less umask).
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(temp_path, 0o666 & ~umask)
   try:
     write(temp_path)
     os.replace(temp_path, path)
