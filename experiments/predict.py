@@ -13,7 +13,6 @@ training workdir (its latest checkpoint, EMA weights).
 
 import os
 import sys
-import uuid
 import zipfile
 from typing import Any, Mapping
 
@@ -27,6 +26,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from experiments import config_loading
+from tiny_recursive import atomic_files
 from tiny_recursive import act
 from tiny_recursive import checkpointing
 from tiny_recursive import model as model_lib
@@ -159,17 +159,12 @@ def predict(model: model_lib.RecursiveModel, params: Any, constants: Any, puzzle
 
 def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
   """Writes `arrays` to `path` through a temporary file in the same directory and a rename."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  tmp_path = os.path.join(directory, f'.{os.path.basename(path)}.tmp-{uuid.uuid4().hex}')
-  try:
-    with open(tmp_path, 'wb') as f:
+
+  def write(temp_path: str) -> None:
+    with open(temp_path, 'wb') as f:
       np.savez(f, **arrays)
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
+
+  atomic_files.write_atomically(path, write)
 
 
 def load_checked_model(config: ml_collections.ConfigDict, checkpoint: str):

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from tiny_recursive import atomic_files
 from tiny_recursive.data import arc_encoding
 from tiny_recursive.data import augmentation
 
@@ -164,17 +163,12 @@ class ArcAccumulator:
 
 def write_json_atomic(obj: Any, path: str) -> None:
   """Writes JSON to a temporary file in the same folder, then renames it over `path`."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path), suffix='.tmp')
-  try:
-    with os.fdopen(fd, 'w') as f:
+
+  def write(temp_path: str) -> None:
+    with open(temp_path, 'w', encoding='utf-8') as f:
       json.dump(obj, f)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
+
+  atomic_files.write_atomically(path, write)
 
 
 def write_submission(accumulator: ArcAccumulator, path: str) -> None:

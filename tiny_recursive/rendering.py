@@ -12,12 +12,13 @@ Only numpy and Pillow are used: no GUI backend is touched, so this works on head
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from typing import Union
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
+
+from tiny_recursive import atomic_files
 
 ImageLike = Union[np.ndarray, Image.Image]
 Colour = tuple[int, int, int]
@@ -353,23 +354,7 @@ def add_caption(image: ImageLike, text: str, *, size: int = 14) -> np.ndarray:
 
 def _atomic_write(path: str | os.PathLike, write) -> None:
   """Calls `write(temp_path)` then renames the temporary file onto `path`."""
-  path = os.fspath(path)
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  suffix = os.path.splitext(path)[1]
-  handle, temp_path = tempfile.mkstemp(prefix='.tmp-', suffix=suffix, dir=directory)
-  os.close(handle)
-  # mkstemp creates 0600 files; give the picture the usual permissions (0666 less umask).
-  umask = os.umask(0)
-  os.umask(umask)
-  os.chmod(temp_path, 0o666 & ~umask)
-  try:
-    write(temp_path)
-    os.replace(temp_path, path)
-  except BaseException:
-    if os.path.exists(temp_path):
-      os.remove(temp_path)
-    raise
+  atomic_files.write_atomically(path, write)
 
 
 def save_png(image: ImageLike, path: str | os.PathLike) -> None:

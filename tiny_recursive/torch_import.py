@@ -12,12 +12,12 @@ torch is optional: only `load_torch_state_dict` and `save_torch_state_dict` impo
 import os
 import re
 from typing import Any, Mapping
-import uuid
 
 import jax
 import ml_collections
 import numpy as np
 
+from tiny_recursive import atomic_files
 from tiny_recursive import model as model_lib
 
 StateDict = Mapping[str, np.ndarray]
@@ -241,12 +241,4 @@ def save_torch_state_dict(state_dict: StateDict, path: str) -> None:
       tensors[key] = torch.from_numpy(value.astype(np.float32)).to(torch.bfloat16)
     else:
       tensors[key] = torch.from_numpy(np.array(value, copy=True, order='C'))
-  directory = os.path.dirname(os.path.abspath(path))
-  tmp_path = os.path.join(directory, f'.{os.path.basename(path)}.tmp-{uuid.uuid4().hex}')
-  try:
-    torch.save(tensors, tmp_path)
-    os.replace(tmp_path, path)
-  except BaseException:
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
-    raise
+  atomic_files.write_atomically(path, lambda temp_path: torch.save(tensors, temp_path))
