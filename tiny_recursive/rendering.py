@@ -352,15 +352,10 @@ def add_caption(image: ImageLike, text: str, *, size: int = 14) -> np.ndarray:
   return side_by_side([image], [text], gap=0, title_size=size)
 
 
-def _atomic_write(path: str | os.PathLike, write) -> None:
-  """Calls `write(temp_path)` then renames the temporary file onto `path`."""
-  atomic_files.write_atomically(path, write)
-
-
 def save_png(image: ImageLike, path: str | os.PathLike) -> None:
   """Writes `image` as a PNG at `path` (a local path) atomically."""
   pil = to_pil(image)
-  _atomic_write(path, lambda temp: pil.save(temp, format='PNG'))
+  atomic_files.write_atomically(path, lambda temp: pil.save(temp, format='PNG'))
 
 
 def save_gif(frames: Sequence[ImageLike], path: str | os.PathLike,
@@ -394,7 +389,7 @@ def save_gif(frames: Sequence[ImageLike], path: str | os.PathLike,
     padded[0].save(temp_path, format='GIF', save_all=True, append_images=padded[1:],
                    duration=duration_ms, loop=loop)
 
-  _atomic_write(path, write)
+  atomic_files.write_atomically(path, write)
 
 
 def render_prediction(data_name: str, inputs, prediction, target) -> np.ndarray:
