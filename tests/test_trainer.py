@@ -6,6 +6,7 @@ reuse the compiled train step (a fresh `jax.jit` per `train_and_evaluate` call w
 otherwise recompile it each time).
 """
 
+import json
 import math
 import os
 from typing import Any
@@ -127,3 +128,42 @@ def test_tiny_sudoku_model_learns(data_dir, tmp_path):
   train_rows = rows(workdir, 'train')
   assert train_rows[-1]['lm_loss'] < 0.75 * train_rows[0]['lm_loss']
   assert train_rows[-1]['accuracy'] > 0.5
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('data_name, builder_config, fixture', [
+    ('arc_agi', 'arc_agi_1', 'arc'), ('maze_hard', 'hub', 'maze')])
+def test_arc_and_maze_runs_train_and_evaluate(data_name, builder_config, fixture, tmp_path):
+  """The ARC path votes over augmented versions and writes a submission; Maze trains."""
+  from datasets import build  # pylint: disable=g-import-not-at-top
+  data_dir = str(tmp_path / 'data')
+  build.build(data_name, builder_config, data_dir, os.path.join(FIXTURES, fixture))
+  config = tiny.get_config()
+  config.data.name = data_name
+  config.data.builder_config = builder_config
+  config.data.data_dir = data_dir
+  config.data.seq_len = 900
+  config.data.vocab_size = 12 if data_name == 'arc_agi' else 6
+  config.data.num_augmentations = 3 if data_name == 'arc_agi' else 1
+  config.model.l_cycles = 1
+  config.model.halt_max_steps = 2
+  config.train.global_batch_size = 8 if data_name == 'arc_agi' else 2
+  config.eval.global_batch_size = config.train.global_batch_size
+  config.train.epochs, config.train.eval_interval, config.train.max_steps = 4, 2, 4
+  workdir = str(tmp_path / 'run')
+  results = trainer.train_and_evaluate(config, workdir)
+  assert math.isfinite(results['accuracy'])
+  if data_name == 'arc_agi':
+    # 2 evaluation test inputs x 4 versions (the original and 3 augmentations).
+    assert results['count'] == 8
+    assert 0.0 <= results['pass@2'] <= 1.0
+    with open(os.path.join(workdir, 'submission.json'), encoding='utf-8') as f:
+      submission = json.load(f)
+    assert len(submission) == 2
+    assert all('attempt_1' in attempt and 'attempt_2' in attempt
+               for attempts in submission.values() for attempt in attempts)
+  else:
+    assert results['count'] == 2

@@ -9,6 +9,7 @@ evaluates every `eval_interval` epochs and at the end, and checkpoints every
 
 import dataclasses
 import functools
+import os
 import time
 from typing import Any, Callable
 
@@ -96,13 +97,15 @@ def prediction_images(config: ml_collections.ConfigDict,
 
 def evaluate(config: ml_collections.ConfigDict, eval_step, state: train.TrainState,
              pipes: pipeline.Pipelines, mesh,
-             examples: dict[str, Any] | None = None) -> dict[str, float]:
+             examples: dict[str, Any] | None = None,
+             submission_path: str | None = None) -> dict[str, float]:
   """Runs every test example through halt_max_steps supervision steps; returns the metrics.
 
   Exact accuracy and token accuracy of the last step, and the same with adaptive halting
   (stop each puzzle at its first step with q_halt > 0) with its mean number of steps. For
   ARC, the voting metrics (pass@K over augmented versions, §8) are added. If `examples` is a
-  dict, the first batch's inputs, labels and preds (host arrays) are stored in it.
+  dict, the first batch's inputs, labels and preds (host arrays) are stored in it. For ARC,
+  process 0 writes the Kaggle submission (top-2 voted attempts) to `submission_path`.
   """
   weights = state.eval_params()
   totals = None
@@ -135,6 +138,8 @@ def evaluate(config: ml_collections.ConfigDict, eval_step, state: train.TrainSta
       'adaptive_mean_steps': sums['adaptive_steps'] / count,
   }
   if accumulator is not None:
+    if submission_path and jax.process_index() == 0:
+      arc_evaluation.write_submission(accumulator, submission_path)
     arc = accumulator.result()
     results.update({key: float(value) for key, value in arc.items()
                     if isinstance(value, (int, float))})
@@ -198,7 +203,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
       raise FileNotFoundError(f'No checkpoint to evaluate in {run.checkpointer.directory}.')
     state, _, step = restored
     eval_step = train.jit_eval_step(run.model, config, run.mesh)
-    results = evaluate(config, eval_step, state, run.pipes, run.mesh)
+    results = evaluate(config, eval_step, state, run.pipes, run.mesh,
+                       submission_path=os.path.join(workdir, 'submission.json'))
     logger = metrics_logging.MetricsLogger(workdir)
     logger.write(step, 'eval', results)
     logger.close()
@@ -296,7 +302,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         check_finite()
         eval_start = time.perf_counter()
         examples = {}
-        last_eval = evaluate(config, eval_step, state, pipes, mesh, examples)
+        last_eval = evaluate(config, eval_step, state, pipes, mesh, examples,
+                             submission_path=os.path.join(workdir, 'submission.json'))
         last_eval['eval_time_s'] = time.perf_counter() - eval_start
         logger.write(step, 'eval', last_eval)
         if jax.process_index() == 0:
