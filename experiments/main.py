@@ -118,4 +118,5 @@ def _run() -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, argv=config_loading.expand_config_argv(sys.argv), flags_parser=_parse_flags)
+  app.run(main, argv=config_loading.expand_config_argv_or_exit(sys.argv),
+          flags_parser=_parse_flags)

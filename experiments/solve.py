@@ -721,4 +721,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, argv=config_loading.expand_config_argv(sys.argv))
+  app.run(main, argv=config_loading.expand_config_argv_or_exit(sys.argv))
