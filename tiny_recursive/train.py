@@ -212,6 +212,46 @@ def eval_step(params: Any, constants: Any, puzzle_table: Array, batch: dict[str,
           'adaptive_preds': adaptive_preds, 'metrics': metrics}
 
 
+def adaptive_eval_step(params: Any, constants: Any, puzzle_table: Array,
+                       batch: dict[str, Array], *, model: model_lib.RecursiveModel,
+                       config: ml_collections.ConfigDict) -> dict[str, Array]:
+  """Evaluation with early exit: stops once every puzzle of the batch has halted.
+
+  A puzzle halts at its first step with q_halt > 0 (or at halt_max_steps) and keeps that
+  step's prediction; the loop (`lax.while_loop`) ends when all rows have halted, so a batch
+  whose puzzles halt early costs fewer supervision steps than `eval_step`. Padding rows
+  (mask false) count as halted from the start.
+
+  Returns:
+    metrics: count, adaptive_exact_accuracy, adaptive_steps (summed), and batch_steps (the
+    supervision steps the batch actually ran).
+  """
+  num_steps = config.model.halt_max_steps
+  inputs, labels, mask = batch['inputs'], batch['labels'], batch['mask']
+  z_H, z_L = model.initial_state(constants, inputs.shape[0])
+  rows = _puzzle_rows(model, puzzle_table, batch['puzzle_identifiers'])
+
+  def keep_going(state):
+    index, _, _, _, halted = state
+    return (index < num_steps) & ~jnp.all(halted)
+
+  def step(state):
+    index, (z_H, z_L), preds, halt_step, halted = state
+    (z_H, z_L), outputs = model.supervision_step(params, constants, rows, z_H, z_L, inputs)
+    newly = ~halted & ((outputs.q_halt > 0) | (index == num_steps - 1))
+    preds = jnp.where(newly[:, None], jnp.argmax(outputs.logits, -1).astype(jnp.int32), preds)
+    halt_step = jnp.where(newly, index + 1, halt_step)
+    return index + 1, (z_H, z_L), preds, halt_step, halted | newly
+
+  init = (jnp.asarray(0, jnp.int32), (z_H, z_L), jnp.zeros_like(inputs),
+          jnp.zeros(mask.shape, jnp.int32), ~mask)
+  batch_steps, _, preds, halt_step, _ = jax.lax.while_loop(keep_going, step, init)
+  counted = labels != config.data.ignore_label_id
+  exact = jnp.all((preds == labels) | ~counted, axis=-1) & mask
+  return {'count': mask.sum(), 'adaptive_exact_accuracy': exact.sum(),
+          'adaptive_steps': jnp.where(mask, halt_step, 0).sum(), 'batch_steps': batch_steps}
+
+
 def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
   """Replicated everything except the ACT carry, which is split over the batch axis."""
   replicated = sharding.replicated(mesh)
@@ -227,6 +267,14 @@ def jit_train_step(model, tx, schedules, config, mesh: Mesh, state_sharding: Tra
   return jax.jit(step, in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
                  out_shardings=(state_sharding, sharding.replicated(mesh)),
                  donate_argnums=(0,))
+
+
+def jit_adaptive_eval_step(model, config, mesh: Mesh):
+  """The early-exit eval step jitted over `mesh`: weights replicated, batch split."""
+  step = functools.partial(adaptive_eval_step, model=model, config=config)
+  replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
+  return jax.jit(step, in_shardings=(replicated, replicated, replicated, batch),
+                 out_shardings=replicated)
 
 
 def jit_eval_step(model, config, mesh: Mesh):
