@@ -1,7 +1,7 @@
 """A small TRM-MLP that trains on CPU in minutes on the committed Sudoku sample.
 
 The sample (TFDS config `sudoku_extreme/sample`) holds real Sudoku-Extreme-style solutions
-with only a few cells blanked, so that exact accuracy visibly rises within a CPU session; it
+with only a few cells blanked, so that exact accuracy visibly rises within minutes on a CPU; it
 is a demonstration and smoke test, not a benchmark.
 """
 
