@@ -26,7 +26,6 @@ otherwise every version uses the blank identifier 0, as for a task never seen in
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 from typing import Any, Sequence
@@ -315,15 +314,7 @@ def read_arc_task(path: str, task_id: str | None = None) -> ArcTaskFile:
   Raises:
     ValueError: naming the file, task and pair when the content is wrong.
   """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f'--arc_task: no file at {path}.')
-  with open(path, encoding='utf-8') as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ValueError(f'{path}: not valid JSON ({e}).') from None
-  if not isinstance(data, dict):
-    raise ValueError(f'{path}: expected a JSON object (a task, or challenges keyed by id).')
+  data = arc_files.load_json_object(path, what='--arc_task')
   if 'train' in data and 'test' in data:
     body = data
     name = task_id or os.path.splitext(os.path.basename(path))[0]

@@ -69,16 +69,22 @@ def to_grid(value: object, where: str) -> np.ndarray:
   return np.asarray(value, np.uint8)
 
 
-def _load_json(path: str) -> dict:
+def load_json_object(path: str, what: str = 'ARC') -> dict:
+  """Reads a JSON object (tasks keyed by id, or one task) with errors naming the file.
+
+  Raises:
+    FileNotFoundError: no file at `path`.
+    ArcFormatError: not valid JSON, or not an object.
+  """
   if not os.path.isfile(path):
-    raise FileNotFoundError(f'ARC: expected the file {path}.')
+    raise FileNotFoundError(f'{what}: expected the file {path}.')
   with open(path, encoding='utf-8') as f:
     try:
       data = json.load(f)
     except json.JSONDecodeError as e:
       raise ArcFormatError(f'{path}: not valid JSON ({e}).') from None
   if not isinstance(data, dict):
-    raise ArcFormatError(f'{path}: expected a JSON object keyed by task id.')
+    raise ArcFormatError(f'{path}: expected a JSON object (tasks keyed by id, or one task).')
   return data
 
 
@@ -123,8 +129,8 @@ def load_kaggle_subset(directory: str, subset: str) -> dict[str, Task]:
   """
   challenges_file = challenges_path(directory, subset)
   solutions_file = solutions_path(directory, subset)
-  challenges = _load_json(challenges_file)
-  solutions = _load_json(solutions_file)
+  challenges = load_json_object(challenges_file)
+  solutions = load_json_object(solutions_file)
   missing = sorted(set(challenges) - set(solutions))
   if missing:
     raise ArcFormatError(f'{solutions_file}: no solutions for task {missing[0]!r} '
