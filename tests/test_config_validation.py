@@ -38,6 +38,7 @@ def test_tiny_config_is_valid():
     ('train.loss_type', 'hinge', r'config\.train\.loss_type'),
     ('train.eval_interval', 3, r'config\.train\.eval_interval: \(3 epochs\) exceeds'),
     ('train.max_steps', -1, r'config\.train\.max_steps: must be >= 0'),
+    ('train.eval_every_steps', -5, r'config\.train\.eval_every_steps: must be >= 0'),
     ('eval.global_batch_size', 0, r'config\.eval\.global_batch_size: must be positive'),
     ('data.ignore_label_id', 11, r'config\.data\.ignore_label_id'),
 ])

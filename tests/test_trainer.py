@@ -94,6 +94,18 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(uninterrupted, data_dir
   assert [row['step'] for row in rows(workdir, 'eval')] == [4, 6]
 
 
+def test_eval_every_steps_adds_evaluations_without_changing_training(uninterrupted, data_dir,
+                                                                    tmp_path):
+  """Denser evaluations for a learning curve leave the training steps bit-identical."""
+  full_dir, full_eval = uninterrupted
+  workdir = str(tmp_path)
+  final_eval = trainer.train_and_evaluate(tiny_config(data_dir, train__eval_every_steps=2),
+                                          workdir)
+  assert [row['step'] for row in rows(workdir, 'eval')] == [2, 4, 6]
+  assert rows(workdir, 'train') == rows(full_dir, 'train')
+  assert without_timing(final_eval) == without_timing(full_eval)
+
+
 def test_evaluate_checkpoint_matches_the_final_eval(uninterrupted, data_dir):
   """`--mode=eval` on the finished run reproduces its last evaluation."""
   workdir, final_eval = uninterrupted
