@@ -19,11 +19,4 @@ start=$(date +%s)
 python3 -m experiments.main "${common[@]}" --config.train.max_steps="$second" 2>&1 | tail -n 3
 echo "segment 2: $(( $(date +%s) - start )) s; checkpoints: $(ls "$workdir/checkpoints")"
 cp "$workdir/metrics.jsonl" "$out/metrics.jsonl"
-python3 - "$workdir/metrics.jsonl" <<'PY'
-import json, sys
-for line in open(sys.argv[1]):
-  r = json.loads(line)
-  keys = ('lm_loss', 'accuracy', 'exact_accuracy', 'steps', 'step_time_ms') if r['split'] == 'train' \
-      else ('exact_accuracy', 'accuracy', 'adaptive_exact_accuracy', 'adaptive_mean_steps', 'eval_time_s')
-  print(r['step'], r['split'], ' '.join(f'{k}={r[k]:.4g}' for k in keys if k in r))
-PY
+python3 -m experiments.summarize_run --workdir="$workdir"
