@@ -23,9 +23,8 @@ def tiny_config():
   return tiny.get_config('attention')  # float32 forward, RoPE, 3 halting steps.
 
 
-@pytest.fixture(name='exported')
-def fixture_exported(tmp_path):
-  """A reference checkpoint of random weights and its import: (config, .pt, export, weights)."""
+def write_reference_checkpoint(tmp_path):
+  """A reference-format .pt of random weights: (config, path, weights); skips without torch."""
   pytest.importorskip('torch')
   config = tiny_config()
   ref_config = ref.config_from_model_config(config.model, seq_len=SEQ_LEN, vocab_size=VOCAB)
@@ -34,6 +33,13 @@ def fixture_exported(tmp_path):
   checkpoint = str(tmp_path / 'reference.pt')
   torch_import.save_torch_state_dict(
       {torch_import.REFERENCE_PREFIX + k: v for k, v in weights.items()}, checkpoint)
+  return config, checkpoint, weights
+
+
+@pytest.fixture(name='exported')
+def fixture_exported(tmp_path):
+  """A reference checkpoint of random weights and its import: (config, .pt, export, weights)."""
+  config, checkpoint, weights = write_reference_checkpoint(tmp_path)
   export = str(tmp_path / 'export')
   import_torch.import_checkpoint(config, checkpoint, export)
   return config, checkpoint, export, weights
@@ -130,14 +136,8 @@ def test_integral_floats_are_accepted_and_not_an_npz_is_reported(tmp_path):
 @pytest.mark.slow
 def test_command_lines(tmp_path):
   """Both entry points through their flags, as outside checks call them."""
-  pytest.importorskip('torch')
-  config = tiny_config()
+  config, checkpoint, weights = write_reference_checkpoint(tmp_path)
   ref_config = ref.config_from_model_config(config.model, seq_len=SEQ_LEN, vocab_size=VOCAB)
-  weights = ref.random_state_dict(ref_config, NUM_IDS, np.random.default_rng(0),
-                                  weight_scale=0.5)
-  checkpoint = str(tmp_path / 'reference.pt')
-  torch_import.save_torch_state_dict(
-      {torch_import.REFERENCE_PREFIX + k: v for k, v in weights.items()}, checkpoint)
   arrays = write_inputs(tmp_path / 'in.npz', num_examples=3)
   env = dict(os.environ, JAX_PLATFORMS='cpu')
 

@@ -12,10 +12,10 @@ import os
 from typing import Iterator
 
 from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from datasets import builder_common
 from datasets.arc_agi import arc_files
 
 # Public sources (GitHub repository archives; one JSON file per task with solutions).
@@ -47,7 +47,7 @@ class ArcConfig(tfds.core.BuilderConfig):
   evaluation_subset: str = ''
 
 
-class ArcAgi(tfds.core.GeneratorBasedBuilder):
+class ArcAgi(builder_common.LocalCodePath, tfds.core.GeneratorBasedBuilder):
   """ARC tasks as padded grids."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -61,13 +61,6 @@ class ArcAgi(tfds.core.GeneratorBasedBuilder):
                 evaluation_subset='evaluation2'),
   ]
   DEFAULT_CONFIG_NAME = 'arc_agi_1'
-
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS 4.9.10 locates packaged builders through `importlib_resources`, which it only
-    # depends on for Python < 3.9; this module's file is the same answer without it.
-    return epath.Path(__file__)
 
   def _info(self) -> tfds.core.DatasetInfo:
     side = arc_files.MAX_SIDE

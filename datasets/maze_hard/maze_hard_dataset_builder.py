@@ -10,10 +10,9 @@ import os
 from typing import Iterator
 
 from absl import logging
-from etils import epath
-import numpy as np
 import tensorflow_datasets as tfds
 
+from datasets import builder_common
 from datasets.maze_hard import generator
 from datasets.maze_hard import grid
 from datasets.maze_hard import validation
@@ -31,7 +30,7 @@ download them from the Hugging Face hub. The `generated` config needs no files.
 """
 
 
-class MazeHard(tfds.core.GeneratorBasedBuilder):
+class MazeHard(builder_common.LocalCodePath, tfds.core.GeneratorBasedBuilder):
   """30x30 mazes as 900 tokens, row-major; the label marks the shortest path."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -44,24 +43,12 @@ class MazeHard(tfds.core.GeneratorBasedBuilder):
   ]
   DEFAULT_CONFIG_NAME = 'hub'
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS 4.9.10 locates packaged builders through `importlib_resources`, which it only
-    # depends on for Python < 3.9; this module's file is the same answer without it.
-    return epath.Path(__file__)
-
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
         description=('Maze-Hard. inputs: maze tokens (# 1, space 2, S 3, G 4); labels: the '
                      'input with the shortest S-G path marked o (5).'),
-        features=tfds.features.FeaturesDict({
-            'inputs': tfds.features.Tensor(shape=(grid.NUM_CELLS,), dtype=np.int32),
-            'labels': tfds.features.Tensor(shape=(grid.NUM_CELLS,), dtype=np.int32),
-            'rating': tfds.features.Scalar(dtype=np.int32),
-            'source': tfds.features.Text(),
-        }),
+        features=builder_common.grid_puzzle_features(grid.NUM_CELLS),
         homepage='https://huggingface.co/datasets/sapientinc/maze-30x30-hard-1k',
     )
 

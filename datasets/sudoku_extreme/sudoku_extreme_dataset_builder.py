@@ -11,10 +11,10 @@ import os
 from typing import Iterator
 
 from absl import logging
-from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from datasets import builder_common
 from datasets.sudoku_extreme import hub_csv
 from datasets.sudoku_extreme import validation
 
@@ -31,7 +31,7 @@ them from the Hugging Face hub.
 """
 
 
-class SudokuExtreme(tfds.core.GeneratorBasedBuilder):
+class SudokuExtreme(builder_common.LocalCodePath, tfds.core.GeneratorBasedBuilder):
   """Sudoku puzzles as 81 tokens per grid, row-major."""
 
   VERSION = tfds.core.Version('1.0.0')
@@ -48,24 +48,12 @@ class SudokuExtreme(tfds.core.GeneratorBasedBuilder):
   ]
   DEFAULT_CONFIG_NAME = '1k'
 
-  @tfds.core.utils.classproperty
-  @classmethod
-  def code_path(cls) -> epath.Path:
-    # TFDS 4.9.10 locates packaged builders through `importlib_resources`, which it only
-    # depends on for Python < 3.9; this module's file is the same answer without it.
-    return epath.Path(__file__)
-
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
         description=('Sudoku-Extreme puzzles. inputs: question tokens (blank = 1, digit d = '
                      'd + 1); labels: solution tokens.'),
-        features=tfds.features.FeaturesDict({
-            'inputs': tfds.features.Tensor(shape=(validation.NUM_CELLS,), dtype=np.int32),
-            'labels': tfds.features.Tensor(shape=(validation.NUM_CELLS,), dtype=np.int32),
-            'rating': tfds.features.Scalar(dtype=np.int32),
-            'source': tfds.features.Text(),
-        }),
+        features=builder_common.grid_puzzle_features(validation.NUM_CELLS),
         homepage='https://huggingface.co/datasets/sapientinc/sudoku-extreme',
     )
 
