@@ -114,6 +114,19 @@ def test_arc_versions_invert_exactly_and_are_distinct():
   assert again == versions
 
 
+def test_arc_version_draw_is_pinned():
+  """The kept versions (hence every ARC puzzle identifier) must not change between releases:
+  checkpoints' puzzle embeddings are indexed by them. Many candidates here are duplicates, so
+  this also pins which of them is kept (the first in draw order)."""
+  a = np.array([[1, 2]], np.uint8)
+  b = np.array([[2, 1]], np.uint8)
+  versions = augmentation.draw_arc_versions([(a, a), (b, b)], 200, seed=0, task_key='y')
+  drawn = [(v.dihedral, v.colour_map) for v in versions]
+  assert drawn[1:3] == [(7, (0, 6, 7, 1, 5, 9, 3, 2, 4, 8)), (0, (0, 6, 5, 8, 9, 1, 2, 4, 7, 3))]
+  assert hashlib.sha256(repr(drawn).encode()).hexdigest() == (
+      '73fa4ba6ea9eb176120488d1c276ebf9c87d147002e4c31576b2bad71a72b785')
+
+
 def test_arc_versions_stop_at_the_retry_limit():
   # Only colours 0 and 1 and a fully symmetric grid: 9 distinct colourings exist.
   grid = np.zeros((3, 3), np.uint8)

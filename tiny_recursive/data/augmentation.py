@@ -14,6 +14,7 @@ is always the original puzzle, as the reference keeps the original in every grou
 """
 
 import dataclasses
+import functools
 import zlib
 from typing import Sequence
 
@@ -192,11 +193,17 @@ def task_seed_key(task_key: str) -> int:
   return zlib.crc32(task_key.encode('utf-8'))
 
 
+@functools.lru_cache(maxsize=4096)
 def _position_weights(shape: tuple[int, int], role: int) -> np.ndarray:
-  """Random uint64 weights [h * w, 2] of the cells of a grid of `shape` in pair slot `role`."""
+  """Random uint64 weights [h * w, 2] of the cells of a grid of `shape` in pair slot `role`.
+
+  Cached (at most 30 x 30 x 2 shapes and roles), so returned read-only.
+  """
   cells = np.arange(shape[0] * shape[1], dtype=np.uint64)
   key = (role * 31 + shape[0]) * 31 + shape[1]
-  return _random_bits(0x5EED, np.full(cells.shape, key), cells, 2, stream=13).reshape(-1, 2)
+  weights = _random_bits(0x5EED, np.full(cells.shape, key), cells, 2, stream=13).reshape(-1, 2)
+  weights.flags.writeable = False
+  return weights
 
 
 def _colour_sums(grids: Sequence[np.ndarray]) -> np.ndarray:
@@ -207,11 +214,11 @@ def _colour_sums(grids: Sequence[np.ndarray]) -> np.ndarray:
   their shapes only, so identical example sets give identical hashes.
   """
   sums = np.zeros((len(grids) // 2, 10, 2), np.uint64)
-  colours = np.arange(10).reshape(1, 10, 1)
+  colours = np.arange(10).reshape(10, 1)
   for index, grid in enumerate(grids):
-    onehot = (grid.reshape(-1, 1, 1) == colours).astype(np.uint64)
-    weights = _position_weights(grid.shape, index % 2)[:, None, :]
-    sums[index // 2] += (onehot * weights).sum(axis=0, dtype=np.uint64)
+    onehot = (grid.reshape(1, -1) == colours).astype(np.uint64)
+    # An integer matrix product: [10, h * w] @ [h * w, 2], wrapping like the sum it is.
+    sums[index // 2] += onehot @ _position_weights(tuple(grid.shape), index % 2)
   return sums
 
 
@@ -255,15 +262,14 @@ def draw_arc_versions(pairs: Sequence[tuple[np.ndarray, np.ndarray]],
   # Example order does not matter: sort each candidate's pairs by their hash.
   order = np.argsort(hashes[:, :, 0], axis=1, kind='stable')
   hashes = np.take_along_axis(hashes, order[:, :, None], axis=1)
-  seen = {hashes[0].tobytes()}
-  for k in range(max_draws):
-    fingerprint = hashes[k + 1].tobytes()
-    if fingerprint not in seen:
-      seen.add(fingerprint)
-      kept.append(ArcVersion(dihedral=int(dihedral[k]),
-                             colour_map=tuple(int(c) for c in colour_maps[k])))
-      if len(kept) == num_augmentations + 1:
-        break
+  # A candidate is kept if no earlier row (the identity is row 0) has its fingerprint: the
+  # first occurrences of each distinct row, in draw order, up to num_augmentations of them.
+  rows = np.ascontiguousarray(hashes.reshape(len(hashes), -1))
+  fingerprints = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+  _, first = np.unique(fingerprints, return_index=True)
+  candidates = np.sort(first)[1:num_augmentations + 1] - 1
+  kept.extend(ArcVersion(dihedral=d, colour_map=tuple(m)) for d, m in
+              zip(dihedral[candidates].tolist(), colour_maps[candidates].tolist()))
   return kept
 
 
