@@ -22,6 +22,8 @@ for variant in "$@"; do
   config="${words[0]}"
   extra=("${words[@]:1}")
   echo "=== $variant" | tee -a "$log" >&2
+  # Both the stderr redirection and tee only append to the log (SC2094 is about truncation).
+  # shellcheck disable=SC2094
   if line=$(env "${env_settings[@]}" python3 -m experiments.benchmark --config="$config" \
               "${extra[@]}" 2>>"$log" | tee -a "$log" | tail -n 1) && [[ "$line" == "{"* ]]; then
     printf '%s\t%s\n' "$variant" "$line" | tee -a "$out"

@@ -12,13 +12,9 @@ fi
 seconds=$1
 workdir=$2
 shift 2
-first_step=$(python3 - "$workdir" <<'PY'
-import json, os, sys
-path = os.path.join(sys.argv[1], 'metrics.jsonl')
-steps = [json.loads(l)['step'] for l in open(path) if l.strip()] if os.path.exists(path) else []
-print(max(steps, default=0))
-PY
-)
+first_step=$(python3 -c 'import sys
+from tiny_recursive import metrics_logging
+print(max((row["step"] for row in metrics_logging.read_metrics(sys.argv[1])), default=0))' "$workdir")
 start=$(date +%s)
 status=0
 timeout --preserve-status --signal=TERM --kill-after=120 "$seconds" \

