@@ -329,25 +329,11 @@ def read_arc_task(path: str, task_id: str | None = None) -> ArcTaskFile:
   where = f'{path}: task {name}'
   if not isinstance(body, dict) or 'train' not in body or 'test' not in body:
     raise ValueError(f'{where}: expected an object with "train" and "test".')
-  parts = {}
-  for split in ('train', 'test'):
-    items = body[split]
-    if not isinstance(items, list) or not items:
-      raise ValueError(f'{where}.{split}: expected a non-empty list of pairs.')
-    pairs = []
-    for i, item in enumerate(items):
-      if not isinstance(item, dict) or 'input' not in item:
-        raise ValueError(f'{where}.{split}[{i}]: expected an object with "input".')
-      if split == 'train' and 'output' not in item:
-        raise ValueError(f'{where}.train[{i}]: missing "output".')
-      grid_in = arc_files.to_grid(item['input'], f'{where}.{split}[{i}].input')
-      grid_out = (arc_files.to_grid(item['output'], f'{where}.{split}[{i}].output')
-                  if 'output' in item else None)
-      pairs.append((grid_in, grid_out))
-    parts[split] = pairs
-  outputs = [o for _, o in parts['test']]
-  return ArcTaskFile(task_id=name, train=tuple(parts['train']),
-                     test_inputs=tuple(i for i, _ in parts['test']),
+  train = arc_files.read_pairs(body['train'], f'{where}.train', need_output=True)
+  test = arc_files.read_pairs(body['test'], f'{where}.test', need_output=False)
+  outputs = [o for _, o in test]
+  return ArcTaskFile(task_id=name, train=tuple(train),
+                     test_inputs=tuple(i for i, _ in test),
                      test_outputs=tuple(outputs) if all(o is not None for o in outputs)
                      else None)
 

@@ -69,6 +69,15 @@ def to_grid(value: object, where: str) -> np.ndarray:
   return np.asarray(value, np.uint8)
 
 
+def _parse_json(path: str) -> object:
+  """The JSON value in `path`; ArcFormatError naming the file if it is not valid JSON."""
+  with open(path, encoding='utf-8') as f:
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise ArcFormatError(f'{path}: not valid JSON ({e}).') from None
+
+
 def load_json_object(path: str, what: str = 'ARC') -> dict:
   """Reads a JSON object (tasks keyed by id, or one task) with errors naming the file.
 
@@ -78,17 +87,14 @@ def load_json_object(path: str, what: str = 'ARC') -> dict:
   """
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{what}: expected the file {path}.')
-  with open(path, encoding='utf-8') as f:
-    try:
-      data = json.load(f)
-    except json.JSONDecodeError as e:
-      raise ArcFormatError(f'{path}: not valid JSON ({e}).') from None
+  data = _parse_json(path)
   if not isinstance(data, dict):
     raise ArcFormatError(f'{path}: expected a JSON object (tasks keyed by id, or one task).')
   return data
 
 
-def _pairs(items: object, where: str, need_output: bool) -> list[tuple[np.ndarray, object]]:
+def read_pairs(items: object, where: str, need_output: bool) -> list[tuple[np.ndarray, object]]:
+  """Validated (input, output or None) grids of a task's `train` or `test` list."""
   if not isinstance(items, list) or not items:
     raise ArcFormatError(f'{where}: expected a non-empty list of pairs.')
   pairs = []
@@ -108,8 +114,8 @@ def _task(task_id: str, subset: str, body: object, solutions: object | None,
   """Builds a validated Task from challenge JSON `body` and optional separate solutions."""
   if not isinstance(body, dict) or 'train' not in body or 'test' not in body:
     raise ArcFormatError(f'{where}: expected an object with "train" and "test".')
-  train = _pairs(body['train'], f'{where}.train', need_output=True)
-  test = _pairs(body['test'], f'{where}.test', need_output=solutions is None)
+  train = read_pairs(body['train'], f'{where}.train', need_output=True)
+  test = read_pairs(body['test'], f'{where}.test', need_output=solutions is None)
   if solutions is not None:
     if not isinstance(solutions, list) or len(solutions) != len(test):
       count = len(solutions) if isinstance(solutions, list) else solutions
@@ -160,11 +166,7 @@ def load_task_files(pattern: str, subset: str, exclude_suffix: str | None = None
       continue
     if task_id in tasks:
       raise ArcFormatError(f'{path}: task id {task_id!r} appears twice under {pattern}.')
-    with open(path, encoding='utf-8') as f:
-      try:
-        body = json.load(f)
-      except json.JSONDecodeError as e:
-        raise ArcFormatError(f'{path}: not valid JSON ({e}).') from None
+    body = _parse_json(path)
     tasks[task_id] = _task(task_id, subset, body, None, f'{path}: task {task_id}', path)
   if not tasks:
     raise FileNotFoundError(f'ARC: no task files match {pattern}.')
