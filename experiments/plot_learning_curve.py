@@ -60,8 +60,8 @@ def gpu_seconds(rows: list[dict[str, Any]]) -> list[float]:
 
 
 def plot(rows: list[dict[str, Any]], output: str, title: str = '',
-         reference: float | None = None, reference_label: str = 'paper') -> None:
-  """Writes a two-panel PNG: exact accuracy vs steps and vs GPU hours."""
+         reference: float | None = None, reference_label: str = 'paper') -> float:
+  """Writes a two-panel PNG: exact accuracy vs steps and vs GPU hours; returns the hours."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -94,15 +94,15 @@ def plot(rows: list[dict[str, Any]], output: str, title: str = '',
   figure.tight_layout()
   atomic_files.write_atomically(output, lambda path: figure.savefig(path, dpi=110))
   plt.close(figure)
+  return hours[-1]
 
 
 def main(argv: list[str]) -> None:
   del argv
   rows = read_rows(_METRICS.value)
-  plot(rows, _OUTPUT.value, _TITLE.value, _REFERENCE.value, _REFERENCE_LABEL.value)
+  hours = plot(rows, _OUTPUT.value, _TITLE.value, _REFERENCE.value, _REFERENCE_LABEL.value)
   print(f'{os.path.abspath(_OUTPUT.value)}: {sum(r["split"] == "eval" for r in rows)} '
-        f'evaluations, last at step {rows[-1]["step"]}, '
-        f'{gpu_seconds(rows)[-1] / 3600:.2f} GPU hours.')
+        f'evaluations, last at step {rows[-1]["step"]}, {hours:.2f} GPU hours.')
 
 
 if __name__ == '__main__':

@@ -46,4 +46,3 @@ def test_segments_continue_one_run(tmp_path):
   assert printed == [['3', 'train'], ['4', 'train'], ['4', 'eval']]
   copied = [json.loads(line) for line in (out / 'metrics.jsonl').read_text().splitlines()]
   assert [row['step'] for row in copied if row['split'] == 'train'] == [1, 2, 3, 4]
-

@@ -52,8 +52,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
               'checkpoint_every_steps', 'keep_checkpoints'):
     _require(train[key] >= 1, f'train.{key}', f'must be a positive integer, got {train[key]}.')
   _require(train.max_steps >= 0, 'train.max_steps', f'must be >= 0, got {train.max_steps}.')
-  _require(train.get('eval_every_steps', 0) >= 0, 'train.eval_every_steps',
-           f"must be >= 0 (0: every eval_interval epochs), got {train.get('eval_every_steps')}.")
+  _require(train.eval_every_steps >= 0, 'train.eval_every_steps',
+           f'must be >= 0 (0: every eval_interval epochs), got {train.eval_every_steps}.')
   _require(evaluation.global_batch_size >= 1, 'eval.global_batch_size',
            f'must be positive, got {evaluation.global_batch_size}.')
   for key in ('lr', 'puzzle_emb_lr', 'weight_decay', 'puzzle_emb_weight_decay'):

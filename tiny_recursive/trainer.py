@@ -257,7 +257,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   total_steps = pipes.total_steps
   if config.train.max_steps:
     total_steps = min(total_steps, config.train.max_steps)
-  steps_per_eval = config.train.get('eval_every_steps', 0) or max(
+  steps_per_eval = config.train.eval_every_steps or max(
       1, round(pipes.total_steps * config.train.eval_interval / max(config.train.epochs, 1)))
   logging.info('%d training steps (%d per evaluation), %d puzzle identifiers.', total_steps,
                steps_per_eval, pipes.num_puzzle_identifiers)
