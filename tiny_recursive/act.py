@@ -63,14 +63,31 @@ def reset_halted(model: model_lib.RecursiveModel, constants: Any, carry: ACTCarr
       puzzle_identifiers=take(batch['puzzle_identifiers'], carry.puzzle_identifiers))
 
 
+def exploration_min_steps(model_config: Any, rng: Array, shape: tuple[int, ...]) -> Array:
+  """Exploration (§4, step 3): int32 minimum steps per slot, 0 for slots that do not explore.
+
+  With probability p a slot draws, anew every step, a minimum number of steps uniform in
+  [2, halt_max_steps] and may not halt before it (reference behaviour).
+  """
+  max_steps = model_config.halt_max_steps
+  if max_steps <= 1:
+    return jnp.zeros(shape, jnp.int32)
+  explore_key, steps_key = jax.random.split(rng)
+  explore = jax.random.uniform(explore_key, shape) < model_config.halt_exploration_prob
+  min_steps = jax.random.randint(steps_key, shape, 2, max_steps + 1)
+  return jnp.where(explore, min_steps, 0)
+
+
 def halting_decision(model_config: Any, steps: Array, q_halt: Array, q_continue: Array,
-                     rng: Array | None, *, training: bool) -> tuple[Array, Array]:
+                     rng: Array | None, *, training: bool,
+                     min_steps: Array | None = None) -> tuple[Array, Array]:
   """Which slots halt after this step (§4, step 3).
 
   Args:
     steps: int32 [batch], steps taken including this one.
     q_halt, q_continue: float32 [batch].
-    rng: key for exploration (training only).
+    rng: key for exploration (training only), used when `min_steps` is None.
+    min_steps: int32 [batch] from `exploration_min_steps`, drawn by the caller.
 
   Returns:
     (halted, is_last_step), bool [batch] each. At evaluation only the step limit halts, so
@@ -84,12 +101,9 @@ def halting_decision(model_config: Any, steps: Array, q_halt: Array, q_continue:
       halted = halted | (q_halt > 0)
     else:
       halted = halted | (q_halt > q_continue)
-    # Exploration: with probability p a slot draws, anew every step, a minimum number of
-    # steps uniform in [2, halt_max_steps] and may not halt before it (reference behaviour).
-    explore_key, steps_key = jax.random.split(rng)
-    explore = jax.random.uniform(explore_key, q_halt.shape) < model_config.halt_exploration_prob
-    min_steps = jax.random.randint(steps_key, q_halt.shape, 2, max_steps + 1)
-    halted = halted & (steps >= jnp.where(explore, min_steps, 0))
+    if min_steps is None:
+      min_steps = exploration_min_steps(model_config, rng, q_halt.shape)
+    halted = halted & (steps >= min_steps)
   return halted, is_last_step
 
 

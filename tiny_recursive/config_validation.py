@@ -64,6 +64,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     _require(0 <= train[key] < 1, f'train.{key}', f'must be in [0, 1), got {train[key]}.')
   _require(train.loss_type in losses.LOSS_TYPES, 'train.loss_type',
            f'expected one of {losses.LOSS_TYPES}, got {train.loss_type!r}.')
+  _require(train.data_parallel in sharding.DATA_PARALLEL_MODES, 'train.data_parallel',
+           f'expected one of {sharding.DATA_PARALLEL_MODES}, got {train.data_parallel!r}.')
   _require(train.eval_interval <= train.epochs, 'train.eval_interval',
            f'({train.eval_interval} epochs) exceeds train.epochs ({train.epochs}).')
 

@@ -7,7 +7,7 @@ GPUs and TPU pod slices.
 """
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import jax
@@ -15,6 +15,11 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = 'data'
+# How the train step is spread over the mesh (`train.data_parallel`): 'shard_map' runs the
+# forward and backward pass per device and sums float32 gradients explicitly; 'auto' leaves
+# the partitioning of the whole step, and so where and in which precision partial gradients
+# are reduced, to XLA.
+DATA_PARALLEL_MODES = ('shard_map', 'auto')
 
 
 def maybe_initialize_distributed() -> None:
@@ -42,9 +47,9 @@ def _on_tpu_pod() -> bool:
   return 'TPU_WORKER_HOSTNAMES' in os.environ and ',' in os.environ['TPU_WORKER_HOSTNAMES']
 
 
-def create_mesh() -> Mesh:
-  """A one-axis mesh over all devices."""
-  return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+def create_mesh(devices: Sequence[Any] | None = None) -> Mesh:
+  """A one-axis mesh over `devices` (default: every device of every process)."""
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), (DATA_AXIS,))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

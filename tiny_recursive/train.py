@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
-from jax.sharding import Mesh
+from jax.sharding import Mesh, PartitionSpec as P
 
 from tiny_recursive import act
 from tiny_recursive import losses
@@ -98,35 +98,32 @@ def _puzzle_rows(model: model_lib.RecursiveModel, table: Array, ids: Array) -> A
   return puzzle_embedding.lookup(table, ids)
 
 
-def train_step(state: TrainState, batch: dict[str, Array], *,
-               model: model_lib.RecursiveModel, tx: optax.GradientTransformation,
-               schedules: Schedules,
-               config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, Array]]:
-  """One optimizer step (§4 steps 1-5, §5).
+def _supervision_gradients(params: Any, rows: Array | None, carry: act.ACTCarry,
+                           min_steps: Array, constants: Any, *, model: model_lib.RecursiveModel,
+                           config: ml_collections.ConfigDict, axis_name: str | None):
+  """Gradients of one supervision step's ACT loss over the rows of the batch given.
 
-  Args:
-    state: the train state.
-    batch: inputs, labels int32 [global_batch, seq_len]; puzzle_identifiers int32
-      [global_batch].
+  With `axis_name`, runs per device inside `shard_map` on that device's rows: the summed loss
+  is still scaled by 1 / global batch, so the float32 parameter gradients and the summed
+  metrics of all devices add up (`psum`) to those of the whole batch. The puzzle-row
+  gradients stay per row.
 
   Returns:
-    The new state and summed metrics of the slots that halted at this step.
+    (param_grads, row_grads, new_carry, metrics).
   """
   model_config = config.model
-  rng, step_key = jax.random.split(jax.random.wrap_key_data(state.rng))
-  carry = act.reset_halted(model, state.constants, state.carry, batch)
-  rows = _puzzle_rows(model, state.puzzle_table, carry.puzzle_identifiers)
   scale = 1.0 / config.train.global_batch_size
 
   def loss_fn(params, rows):
-    (z_H, z_L), outputs = model.supervision_step(params, state.constants, rows, carry.z_H,
+    (z_H, z_L), outputs = model.supervision_step(params, constants, rows, carry.z_H,
                                                  carry.z_L, carry.inputs)
     steps = carry.steps + 1
     halted, is_last_step = act.halting_decision(model_config, steps, outputs.q_halt,
-                                                outputs.q_continue, step_key, training=True)
+                                                outputs.q_continue, None, training=True,
+                                                min_steps=min_steps)
     target = None
     if not model_config.no_act_continue:
-      target = act.continue_target(model, params, state.constants, rows, z_H, z_L,
+      target = act.continue_target(model, params, constants, rows, z_H, z_L,
                                    carry.inputs, is_last_step)
     loss, metrics = losses.act_loss_and_metrics(
         outputs.logits, outputs.q_halt, outputs.q_continue, carry.labels, halted, steps,
@@ -136,7 +133,49 @@ def train_step(state: TrainState, batch: dict[str, Array], *,
     return loss * scale, (new_carry, metrics)
 
   grad_fn = jax.grad(loss_fn, argnums=(0, 1), has_aux=True)
-  (param_grads, row_grads), (new_carry, metrics) = grad_fn(state.params, rows)
+  (param_grads, row_grads), (new_carry, metrics) = grad_fn(params, rows)
+  if axis_name is not None:
+    param_grads, metrics = jax.lax.psum((param_grads, metrics), axis_name)
+  return param_grads, row_grads, new_carry, metrics
+
+
+def train_step(state: TrainState, batch: dict[str, Array], *,
+               model: model_lib.RecursiveModel, tx: optax.GradientTransformation,
+               schedules: Schedules, config: ml_collections.ConfigDict,
+               mesh: Mesh | None = None) -> tuple[TrainState, dict[str, Array]]:
+  """One optimizer step (§4 steps 1-5, §5).
+
+  Args:
+    state: the train state.
+    batch: inputs, labels int32 [global_batch, seq_len]; puzzle_identifiers int32
+      [global_batch].
+    mesh: the device mesh the step runs on. With `train.data_parallel = 'shard_map'` each
+      device differentiates its own rows and the gradients are summed across devices in
+      float32, so a multi-device step computes what one device computes for the whole batch
+      (up to the order of that sum). None: no explicit data parallelism.
+
+  Returns:
+    The new state and summed metrics of the slots that halted at this step.
+  """
+  rng, step_key = jax.random.split(jax.random.wrap_key_data(state.rng))
+  carry = act.reset_halted(model, state.constants, state.carry, batch)
+  rows = _puzzle_rows(model, state.puzzle_table, carry.puzzle_identifiers)
+  # Drawn for the global batch, so every slot gets the same draw on any number of devices.
+  min_steps = act.exploration_min_steps(config.model, step_key, carry.steps.shape)
+  gradients = functools.partial(_supervision_gradients, model=model, config=config)
+  if mesh is not None and config.train.data_parallel == 'shard_map':
+    batch_spec = P(sharding.DATA_AXIS)
+    gradients = jax.shard_map(
+        functools.partial(gradients, axis_name=sharding.DATA_AXIS), mesh=mesh,
+        in_specs=(P(), None if rows is None else batch_spec, batch_spec, batch_spec, P()),
+        out_specs=(P(), None if rows is None else batch_spec, batch_spec, P()),
+        # Parameter gradients are summed explicitly (in float32) above; the automatic psum
+        # that varying-manual-axes typing would insert could sit on bfloat16 cotangents.
+        check_vma=False)
+  else:
+    gradients = functools.partial(gradients, axis_name=None)
+  param_grads, row_grads, new_carry, metrics = gradients(state.params, rows, carry, min_steps,
+                                                         state.constants)
 
   updates, opt_state = tx.update(param_grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -263,7 +302,8 @@ def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
 
 def jit_train_step(model, tx, schedules, config, mesh: Mesh, state_sharding: TrainState):
   """The train step jitted over `mesh`; the incoming state is donated."""
-  step = functools.partial(train_step, model=model, tx=tx, schedules=schedules, config=config)
+  step = functools.partial(train_step, model=model, tx=tx, schedules=schedules, config=config,
+                           mesh=mesh)
   return jax.jit(step, in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
                  out_shardings=(state_sharding, sharding.replicated(mesh)),
                  donate_argnums=(0,))

@@ -83,6 +83,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   train.checkpoint_every_steps = 1000
   train.keep_checkpoints = 3
   train.max_steps = 0  # >0 stops early (smoke tests, benchmarks).
+  # 'shard_map': each device differentiates its rows and float32 gradients are summed
+  # across devices, so N devices compute what one does (docs/multi_device.md);
+  # 'auto': XLA partitions the whole step.
+  train.data_parallel = 'shard_map'
 
   train.metrics_sync_every_steps = 0  # >0: check loss finiteness this often (0: at logs).
 
