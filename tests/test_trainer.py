@@ -94,6 +94,41 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(uninterrupted, data_dir
   assert [row['step'] for row in rows(workdir, 'eval')] == [4, 6]
 
 
+def _saved_state_bytes(workdir: str, step: int) -> int:
+  directory = os.path.join(workdir, 'checkpoints', str(step), 'state')
+  return sum(os.path.getsize(os.path.join(root, name))
+             for root, _, names in os.walk(directory) for name in names)
+
+
+def test_resume_without_the_act_carry(uninterrupted, data_dir, tmp_path):
+  """`checkpoint_act_carry=False`: smaller checkpoints; a resume restarts every slot.
+
+  The steps before the stop are those of the uninterrupted run; after the resume the slots
+  start over from the init states with new examples, so the run continues from the same
+  weights, optimizer state and data position, but not bit-identically. A checkpoint saved
+  with the carry also resumes under the option, and one saved without it under the default.
+  """
+  full_dir, _ = uninterrupted
+  workdir = str(tmp_path / 'no_carry')
+  config = tiny_config(data_dir, train__max_steps=4, train__checkpoint_act_carry=False)
+  trainer.train_and_evaluate(config, workdir)
+  assert _saved_state_bytes(workdir, 4) < _saved_state_bytes(full_dir, 4)
+  with open(os.path.join(workdir, 'checkpoints', '4', 'metadata', 'metadata')) as f:
+    assert json.load(f)['omitted_fields'] == ['carry']
+  trainer.train_and_evaluate(tiny_config(data_dir), workdir)  # Default: resumes all the same.
+  resumed = rows(workdir, 'train')
+  assert [row['step'] for row in resumed] == list(range(1, 7))
+  assert resumed[:4] == rows(full_dir, 'train')[:4]
+  # Every slot restarted at step 5: the first supervision step of each again.
+  assert resumed[4] != rows(full_dir, 'train')[4]
+  assert all(math.isfinite(row['lm_loss']) for row in resumed)
+
+  mixed = str(tmp_path / 'mixed')
+  trainer.train_and_evaluate(tiny_config(data_dir, train__max_steps=4), mixed)
+  trainer.train_and_evaluate(tiny_config(data_dir, train__checkpoint_act_carry=False), mixed)
+  assert rows(mixed, 'train') == rows(full_dir, 'train')  # The saved carry was used.
+
+
 def test_eval_every_steps_adds_evaluations_without_changing_training(uninterrupted, data_dir,
                                                                     tmp_path):
   """Denser evaluations for a learning curve leave the training steps bit-identical."""

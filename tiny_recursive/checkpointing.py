@@ -38,6 +38,7 @@ METADATA_ITEM = 'metadata'
 CHECKPOINTS_SUBDIR = 'checkpoints'
 MODEL_CONFIG_FILE = 'model_config.json'
 MODEL_ARRAYS_SUBDIR = 'arrays'
+OMITTED_FIELDS_KEY = 'omitted_fields'
 
 
 class WorkdirNotWritableError(OSError):
@@ -104,7 +105,8 @@ class Checkpointer:
                best_metric: str | None = None,
                best_mode: str = 'max',
                model_config: Mapping[str, Any] | None = None,
-               async_save: bool = True):
+               async_save: bool = True,
+               omit_fields: tuple[str, ...] = ()):
     """Opens (or creates) the checkpoint directory.
 
     Args:
@@ -117,6 +119,10 @@ class Checkpointer:
       model_config: JSON-compatible model configuration stored in every step's
         metadata, so that `load_model` can rebuild the model from a checkpoint.
       async_save: write in a background thread.
+      omit_fields: fields of the state dataclass saved as None (e.g. ('carry',) to leave
+        the ACT carry out); a restored state has None there, for the caller to fill.
+        Each step's metadata records what it left out, so steps saved with and without
+        these fields restore alike.
     """
     if best_mode not in ('max', 'min'):
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}.")
@@ -126,6 +132,7 @@ class Checkpointer:
     self._best_metric = best_metric
     self._best_mode = best_mode
     self._model_config = _to_json_compatible(dict(model_config or {}))
+    self._omit_fields = tuple(omit_fields)
     self._stop_requested = threading.Event()
     self._previous_sigterm_handler = None
 
@@ -222,7 +229,10 @@ class Checkpointer:
         'time': time.time(),
         'process_count': jax.process_count(),
         'model_config': self._model_config,
+        OMITTED_FIELDS_KEY: list(self._omit_fields),
     }
+    if self._omit_fields:
+      state = state.replace(**{field: None for field in self._omit_fields})
     iterator_item = {'state': _to_json_compatible(data_iterator_state)}
     for name, item in (('data_iterator_state', iterator_item),
                        ('metrics', metrics)):
@@ -256,8 +266,13 @@ class Checkpointer:
         `jax.eval_shape` of the state initialiser with the train shardings.
 
     Returns:
-      (state, data_iterator_state, metadata).
+      (state, data_iterator_state, metadata); fields the step was saved without are None.
     """
+    metadata = self._manager.restore(
+        step, args=ocp.args.Composite(**{METADATA_ITEM: ocp.args.JsonRestore()}))[METADATA_ITEM]
+    omitted = metadata.get(OMITTED_FIELDS_KEY) or []
+    if omitted:
+      abstract_state = abstract_state.replace(**{field: None for field in omitted})
     restored = self._manager.restore(
         step,
         args=ocp.args.Composite(**{

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from tiny_recursive import act
 from tiny_recursive import arc_evaluation
 from tiny_recursive import checkpointing
 from tiny_recursive import config_validation
@@ -194,7 +195,8 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   checkpointer = checkpointing.Checkpointer(
       workdir, save_interval_steps=config.train.checkpoint_every_steps,
       max_to_keep=config.train.keep_checkpoints, best_metric=_best_metric(config),
-      model_config=model_config)
+      model_config=model_config,
+      omit_fields=() if config.train.checkpoint_act_carry else ('carry',))
   return _Run(pipes, model, mesh, schedules, tx, init, abstract_state, state_sharding,
               checkpointer)
 
@@ -268,6 +270,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     logging.info('Starting from scratch: %d parameters.', run.model.param_count(state.params))
   else:
     state, iterator_state, restored_step = restored
+    if state.carry is None:
+      # Saved without the ACT carry: every slot restarts, as at the first step.
+      state = state.replace(carry=jax.jit(
+          lambda: act.initial_carry(run.model, state.constants, config.train.global_batch_size),
+          out_shardings=run.state_sharding.carry)())
     train_iter.set_state(iterator_state)
     logging.info('Resumed from step %d.', restored_step)
   checkpointer.install_sigterm_handler()
