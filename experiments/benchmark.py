@@ -21,6 +21,7 @@ from ml_collections import config_flags
 
 from experiments import config_loading
 from experiments import profiling
+from tiny_recursive import evaluation
 from tiny_recursive import flops
 from tiny_recursive import model as model_lib
 from tiny_recursive import sharding
@@ -99,7 +100,7 @@ def main(argv):
       'train_tflops': round(train_flops / step_s / 1e12, 1),
   }
   if not _SKIP_EVAL.value:
-    eval_step = train.jit_eval_step(model, config, mesh)
+    eval_step = evaluation.jit_fixed_steps_pass(model, mesh, config.data.ignore_label_id)
     eval_batch = dict(batch, mask=jnp.ones((batch_size,), bool))
     eval_batch['mask'] = sharding.global_batch_from_local(
         mesh, {'mask': np.ones((sharding.local_batch_size(batch_size),), bool)})['mask']

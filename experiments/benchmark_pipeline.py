@@ -18,7 +18,8 @@ from absl import app
 from absl import flags
 import numpy as np
 
-from tiny_recursive.data import pipeline
+from tiny_recursive.data import packing
+from tiny_recursive.data import puzzle_sources
 
 _TASK = flags.DEFINE_enum('task', 'sudoku', ['sudoku', 'arc'], 'Data set to benchmark.')
 _BATCH = flags.DEFINE_integer('global_batch_size', 768, 'Global batch size.')
@@ -81,7 +82,7 @@ def main(argv):
     rng = np.random.default_rng(0)
     labels = rng.integers(2, 11, (1000, 81)).astype(np.int32)
     inputs = np.where(rng.random((1000, 81)) < 0.7, 1, labels).astype(np.int32)
-    source = pipeline.SudokuTrainSource(_Split(inputs, labels), _NUM_AUG.value, seed=0)
+    source = puzzle_sources.SudokuTrainSource(_Split(inputs, labels), _NUM_AUG.value, seed=0)
     described = '1,000 synthetic Sudoku puzzles'
   else:
     start = time.perf_counter()
@@ -91,11 +92,11 @@ def main(argv):
     else:
       train, test = _synthetic_arc_tasks()
       described = f'{len(train)} synthetic ARC tasks'
-    catalog = pipeline.build_arc_catalog(train, test, _NUM_AUG.value, seed=0)
+    catalog = puzzle_sources.build_arc_catalog(train, test, _NUM_AUG.value, seed=0)
     print(f'ARC catalogue: {catalog.num_identifiers} identifiers, built in '
           f'{time.perf_counter() - start:.1f} s')
-    source = pipeline.ArcTrainSource(train, catalog, seed=0)
-  dataset = pipeline.train_dataset(source, _BATCH.value, seed=0,
+    source = puzzle_sources.ArcTrainSource(train, catalog, seed=0)
+  dataset = packing.train_dataset(source, _BATCH.value, seed=0,
                                    prefetch_buffer_size=_PREFETCH.value)
   iterator = iter(dataset)
   for _ in range(5):

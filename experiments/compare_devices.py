@@ -82,7 +82,8 @@ class Setup:
     self.model = model_lib.build_model(
         config.model, seq_len=config.data.seq_len, vocab_size=config.data.vocab_size,
         num_puzzle_identifiers=self.pipes.num_puzzle_identifiers)
-    self.schedules = train.make_schedules(config, self.pipes.total_steps)
+    self.schedules = train.make_schedules(
+        config, trainer.run_numbers(config, self.pipes).schedule_steps)
     self.tx = train.make_optimizer(config, self.schedules)
     self.init = lambda key: train.create_train_state(self.model, self.tx, config, key)
 

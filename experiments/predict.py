@@ -135,8 +135,9 @@ def predict(model: model_lib.RecursiveModel, params: Any, constants: Any, puzzle
 
   @jax.jit
   def run(params, constants, puzzle_table, batch_inputs, batch_ids):
-    return act.run_eval_steps(model, params, constants, puzzle_table, batch_inputs, batch_ids,
-                              num_steps)
+    out = act.run_eval_steps(model, params, constants, model.puzzle_rows(puzzle_table, batch_ids),
+                             batch_inputs, num_steps, keep_steps=True)
+    return {'preds': out.preds, 'logits': out.step_logits, 'q_halt_logits': out.step_q_halt}
 
   params, constants, puzzle_table = jax.device_put((params, constants, puzzle_table))
   outputs = {'preds': [], 'logits': [], 'q_halt_logits': []}

@@ -41,7 +41,6 @@ import numpy as np
 
 from datasets.arc_agi import arc_files
 from datasets.maze_hard import grid as maze_grid
-from datasets.sudoku_extreme import hub_csv
 from datasets.sudoku_extreme import validation as sudoku_validation
 from experiments import config_loading
 from experiments import predict
@@ -51,7 +50,7 @@ from tiny_recursive import model as model_lib
 from tiny_recursive import rendering
 from tiny_recursive.data import arc_encoding
 from tiny_recursive.data import augmentation
-from tiny_recursive.data import pipeline
+from tiny_recursive.data import puzzle_sources
 
 PNG_NAME = 'solve_input_answer.png'
 GIF_NAME = 'solve_steps.gif'
@@ -85,11 +84,12 @@ class Solver:
       model = self.model
 
       def run(params, constants, puzzle_table, inputs, ids):
-        outputs = act.run_eval_steps(model, params, constants, puzzle_table, inputs, ids,
-                                     num_steps)
-        step_preds = jnp.argmax(outputs['logits'], axis=-1).astype(jnp.int32)
-        return {'step_preds': step_preds, 'q_halt_logits': outputs['q_halt_logits'],
-                'preds': outputs['preds']}
+        outputs = act.run_eval_steps(model, params, constants,
+                                     model.puzzle_rows(puzzle_table, ids), inputs, num_steps,
+                                     keep_steps=True)
+        step_preds = jnp.argmax(outputs.step_logits, axis=-1).astype(jnp.int32)
+        return {'step_preds': step_preds, 'q_halt_logits': outputs.step_q_halt,
+                'preds': outputs.preds}
 
       self._jitted[num_steps] = jax.jit(run)
     return self._jitted[num_steps]
@@ -203,15 +203,10 @@ def sudoku_validity(puzzle: np.ndarray, answer: np.ndarray) -> tuple[bool, str]:
     cell = int(unfilled[0])
     return False, (f'{unfilled.size} cell(s) not filled with a digit, first at row '
                    f'{cell // 9 + 1}, column {cell % 9 + 1}')
-  question = ''.join(str(d) for d in rendering.sudoku_digits(puzzle).reshape(-1).clip(0))
-  row = hub_csv.HubRow(path='answer', line=0, source='', question=question,
-                       answer=''.join(str(d) for d in digits), rating=0)
-  try:
-    sudoku_validation.parse_row(row)
-  except hub_csv.DataFormatError as error:
-    # The message reads '<where>: answer is not a valid Sudoku: ...' or '... contradicts ...'.
-    reason = str(error).split(': ', 1)[1].removeprefix('answer ').removeprefix('is ')
-    return False, reason.rstrip('.')
+  question = rendering.sudoku_digits(puzzle).reshape(-1).clip(0)
+  problem = sudoku_validation.answer_problem(question, digits)
+  if problem:
+    return False, problem
   return True, 'every row, column and box holds 1-9 and the givens are kept'
 
 
@@ -364,8 +359,8 @@ def _same_grid(a: np.ndarray, b: np.ndarray) -> bool:
   return a.shape == b.shape and bool(np.all(a == b))
 
 
-def versions_from_catalog(catalog: pipeline.ArcCatalog,
-                          tasks: Sequence[pipeline.ArcTaskLike], task: ArcTaskFile,
+def versions_from_catalog(catalog: puzzle_sources.ArcCatalog,
+                          tasks: Sequence[puzzle_sources.ArcTaskLike], task: ArcTaskFile,
                           num_identifiers: int) -> ArcVersions | str:
   """The task's versions and identifiers in a rebuilt training identifier space.
 
@@ -388,7 +383,7 @@ def versions_from_catalog(catalog: pipeline.ArcCatalog,
   # Several subsets may use one id: take the task whose pairs hold the file's demonstrations.
   key = None
   for candidate in keys:
-    known = [pair for t in tasks if pipeline.task_key(t) == candidate for pair in t.pairs]
+    known = [pair for t in tasks if puzzle_sources.task_key(t) == candidate for pair in t.pairs]
     if all(any(_same_grid(grid_in, a) and _same_grid(grid_out, b) for a, b in known)
            for grid_in, grid_out in task.train):
       key = candidate
@@ -404,7 +399,7 @@ def versions_from_catalog(catalog: pipeline.ArcCatalog,
 
 
 def load_arc_catalog(config: ml_collections.ConfigDict
-                     ) -> tuple[pipeline.ArcCatalog, list[Any]] | str:
+                     ) -> tuple[puzzle_sources.ArcCatalog, list[Any]] | str:
   """Rebuilds the training run's ARC catalogue from the locally built data set, or says why not."""
   # Imported here: reading a data set pulls in TFDS, which the other puzzle kinds never need.
   from tiny_recursive.data import sources  # pylint: disable=g-import-not-at-top
@@ -415,13 +410,13 @@ def load_arc_catalog(config: ml_collections.ConfigDict
   except (FileNotFoundError, ValueError) as error:
     reason = str(error).rstrip('.')
     return f'the data set arc_agi/{data.builder_config} cannot be read ({reason})'
-  catalog = pipeline.build_arc_catalog(train, test, int(data.num_augmentations),
+  catalog = puzzle_sources.build_arc_catalog(train, test, int(data.num_augmentations),
                                        int(data.augmentation_seed), bool(data.fresh_augmentation))
   return catalog, list(train) + list(test)
 
 
 def arc_versions(config: ml_collections.ConfigDict, task: ArcTaskFile, num_identifiers: int,
-                 vote: bool, catalog: tuple[pipeline.ArcCatalog, list[Any]] | str | None = None
+                 vote: bool, catalog: tuple[puzzle_sources.ArcCatalog, list[Any]] | str | None = None
                  ) -> ArcVersions:
   """The versions to run: the identity (no vote) or every augmented version (vote).
 
@@ -572,7 +567,7 @@ def solve_maze(config: ml_collections.ConfigDict, solver: Solver, path: str, out
 
 def solve_arc(config: ml_collections.ConfigDict, solver: Solver, path: str, output_dir: str,
               *, task_id: str | None = None, vote: bool = False, steps: int | None = None,
-              catalog: tuple[pipeline.ArcCatalog, list[Any]] | str | None = None
+              catalog: tuple[puzzle_sources.ArcCatalog, list[Any]] | str | None = None
               ) -> SolveResult:
   """Solves every test input of an ARC task file (with `vote`, over all versions, §8)."""
   check_data_shape(config, '--arc_task', arc_encoding.SEQ_LEN, ARC_VOCAB)

@@ -180,10 +180,10 @@ def test_continue_target_is_bootstrapped_from_a_second_step(model, make_random_v
 
   @_jit
   def run(params):
-    target = act.continue_target(model, params, constants, rows, z_H, z_L, inputs, is_last)
-    _, out = model.supervision_step(params, constants, rows, z_H, z_L, inputs)
+    target = act.continue_target(model, params, rows, z_H, z_L, inputs, is_last)
+    _, out = model.supervision_step(params, rows, z_H, z_L, inputs)
     grad = jax.grad(lambda p: jnp.sum(act.continue_target(
-        model, p, constants, rows, z_H, z_L, inputs, is_last)))(params)
+        model, p, rows, z_H, z_L, inputs, is_last)))(params)
     return target, out, grad
 
   target, out, grad = run(params)
@@ -207,11 +207,13 @@ def test_run_eval_steps_equals_manual_steps(model, make_random_variables):
 
   @_jit
   def run():
-    result = act.run_eval_steps(model, params, constants, table, inputs, ids, num_steps)
+    run = act.run_eval_steps(model, params, constants, model.puzzle_rows(table, ids), inputs,
+                             num_steps, keep_steps=True)
+    result = {'logits': run.step_logits, 'q_halt_logits': run.step_q_halt, 'preds': run.preds}
     carry = act.initial_carry(model, constants, 3)
     state, manual = (carry.z_H, carry.z_L), []
     for _ in range(num_steps):
-      state, out = model.supervision_step(params, constants, table[ids], *state, inputs)
+      state, out = model.supervision_step(params, table[ids], *state, inputs)
       manual.append(out)
     return result, manual
 

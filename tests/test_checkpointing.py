@@ -303,3 +303,26 @@ def test_close_restores_the_previous_sigterm_handler(tmp_path):
   assert signal.getsignal(signal.SIGTERM) is not previous
   checkpointer.close()
   assert signal.getsignal(signal.SIGTERM) is previous
+
+
+def test_model_config_of_checkpoints_written_before_the_typed_config(tmp_path):
+  """Checkpoints store `model_config` as `config.model`'s keys plus seq_len, vocab_size and
+  num_puzzle_identifiers, as the trainer wrote it before `ModelConfig` existed; the typed
+  config reads it back and writes the same dict."""
+  # pylint: disable=g-import-not-at-top
+  from experiments.configs import tiny
+  from tiny_recursive import model as model_lib
+  # pylint: enable=g-import-not-at-top
+  config = tiny.get_config()
+  old_metadata = dict(config.model.to_dict(), seq_len=config.data.seq_len,
+                      vocab_size=config.data.vocab_size, num_puzzle_identifiers=7)
+  with checkpointing.Checkpointer(tmp_path, model_config=old_metadata) as ckpt:
+    ckpt.save(1, _train_state(1.0), None, force=True)
+  _, _, _, stored = checkpointing.load_model(tmp_path)
+  typed = model_lib.ModelConfig.from_dict(stored)
+  assert typed == model_lib.ModelConfig.create(
+      config.model, seq_len=81, vocab_size=11, num_puzzle_identifiers=7)
+  assert typed.to_dict() == old_metadata
+  assert model_lib.RecursiveModel(typed).num_puzzle_identifiers == 7
+  with pytest.raises(ValueError, match=r"missing keys \['halt_max_steps'\]"):
+    model_lib.ModelConfig.from_dict({k: v for k, v in stored.items() if k != 'halt_max_steps'})

@@ -136,8 +136,8 @@ def _model_results(model, case):
   """((objective, (carry, logits, q_halt, q_continue)), grads w.r.t. (params, rows)); one jit."""
 
   def loss(params, rows):
-    carry, out = model.supervision_step(params, case['constants'], rows, case['z_H'],
-                                        case['z_L'], case['inputs'])
+    carry, out = model.supervision_step(params, rows, case['z_H'], case['z_L'],
+                                        case['inputs'])
     aux = (carry, out.logits, out.q_halt, out.q_continue)
     return _objective(case['weights'], *aux[1:]), aux
 
@@ -288,7 +288,7 @@ def test_no_gradient_into_or_out_of_the_carry(trm):
   w = jnp.asarray(np.random.default_rng(9).standard_normal(case['z_H'].shape), jnp.float32)
 
   def step(params, rows, z_H, z_L):
-    return model.supervision_step(params, case['constants'], rows, z_H, z_L, case['inputs'])
+    return model.supervision_step(params, rows, z_H, z_L, case['inputs'])
 
   def objective(params, rows, z_H, z_L):
     _, out = step(params, rows, z_H, z_L)
@@ -371,8 +371,8 @@ def test_variants_parameter_tree(make_tiny_model, mixer, pos_encodings):
   expected['net'] = {'block_0': block, 'block_1': block}
   assert jax.tree_util.tree_map(lambda x: x.shape, params) == expected
   state = jax.ShapeDtypeStruct((2, S, D), jnp.float32)
-  _, out = jax.eval_shape(model.supervision_step, params, variables['constants'],
-                          jnp.zeros((2, 16)), state, state, jnp.zeros((2, 6), jnp.int32))
+  _, out = jax.eval_shape(model.supervision_step, params, jnp.zeros((2, 16)), state, state,
+                          jnp.zeros((2, 6), jnp.int32))
   assert out.logits.shape == (2, 6, model.vocab_size)
   assert out.q_halt.shape == out.q_continue.shape == (2,)
 
@@ -390,8 +390,8 @@ def test_attention_positions(make_tiny_model, make_random_variables, pos_encodin
   inputs = jnp.asarray(rng.integers(0, model.vocab_size, (2, model.seq_len)), jnp.int32)
   z_H, z_L = model.initial_state(constants, 4)  # The same vector at every position.
   perm = np.array([3, 0, 5, 1, 4, 2])
-  _, out = _jit(model.supervision_step)(params, constants, jnp.concatenate([rows, rows]), z_H,
-                                        z_L, jnp.concatenate([inputs, inputs[:, perm]]))
+  _, out = _jit(model.supervision_step)(params, jnp.concatenate([rows, rows]), z_H, z_L,
+                                        jnp.concatenate([inputs, inputs[:, perm]]))
   close = np.allclose(out.logits[:2, perm], out.logits[2:], rtol=1e-4, atol=1e-5)
   assert close == equivariant
 

@@ -79,7 +79,7 @@ def import_random_checkpoint(config, tmp_path, *, weight_scale=0.5, seed=0):
   params, constants, puzzle_table = torch_import.state_dict_to_variables(
       torch_import.load_torch_state_dict(str(path)), config.model, seq_len=seq_len,
       vocab_size=vocab_size)
-  model = model_lib.RecursiveModel(config.model, seq_len=seq_len, vocab_size=vocab_size,
+  model = model_lib.build_model(config.model, seq_len=seq_len, vocab_size=vocab_size,
                                    num_puzzle_identifiers=NUM_IDS)
   return model, params, constants, puzzle_table, reference_weights, ref_config
 
@@ -166,7 +166,7 @@ def test_supervision_step_from_random_state_matches_reference(tmp_path):
   shape = (1, ref_config.num_positions, ref_config.hidden_size)
   z_h, z_l = rng.standard_normal(shape), rng.standard_normal(shape)
   (new_h, new_l), out = model.supervision_step(
-      params, constants, jnp.asarray(table)[ids], jnp.asarray(z_h, jnp.float32),
+      params, jnp.asarray(table)[ids], jnp.asarray(z_h, jnp.float32),
       jnp.asarray(z_l, jnp.float32), jnp.asarray(inputs))
   exp_h, exp_l, exp_logits, exp_q_halt, exp_q_continue = ref.supervision_step(
       weights, ref_config, z_h, z_l, inputs, ids)
@@ -191,8 +191,10 @@ def test_eval_steps_match_reference(make_config, batch_size, num_steps, tmp_path
   model, params, constants, table, weights, ref_config = import_random_checkpoint(
       config, tmp_path)
   inputs, ids = random_batch(ref_config, batch_size)
-  ours = act.run_eval_steps(model, params, constants, jnp.asarray(table), jnp.asarray(inputs),
-                            jnp.asarray(ids), num_steps)
+  run = act.run_eval_steps(model, params, constants,
+                           model.puzzle_rows(jnp.asarray(table), jnp.asarray(ids)),
+                           jnp.asarray(inputs), num_steps, keep_steps=True)
+  ours = {'logits': run.step_logits, 'q_halt_logits': run.step_q_halt, 'preds': run.preds}
   expected = ref.run_eval_steps(weights, ref_config, inputs, ids, num_steps)
   assert ours['logits'].shape == (num_steps, batch_size, ref_config.seq_len,
                                   ref_config.vocab_size)

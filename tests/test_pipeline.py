@@ -1,4 +1,4 @@
-"""Tests for tiny_recursive.data.pipeline (in-memory fixtures)."""
+"""Tests for tiny_recursive.data.pipeline and its per-benchmark sources (in-memory fixtures)."""
 
 import dataclasses
 import json
@@ -9,6 +9,7 @@ import pytest
 from experiments.configs import base
 from tiny_recursive.data import arc_encoding
 from tiny_recursive.data import pipeline
+from tiny_recursive.data import puzzle_sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,55 +51,6 @@ def _arc_tasks(seed=0):
 
 def _take(iterator, k):
   return [next(iterator) for _ in range(k)]
-
-
-def test_packing_exact_batches_contiguous_puzzles_and_each_group_once():
-  sizes = np.array([3, 1, 4, 2, 5, 2, 3])
-  layout = pipeline.PackingLayout(sizes, np.full(7, 4), global_batch_size=6, seed=0)
-  batches = []
-  while True:
-    batch = layout.next_batch()
-    if layout.dropped:  # This batch already comes from the next epoch.
-      break
-    batches.append(batch)
-  # 20 examples: at most 3 full batches; the rest of the epoch is dropped.
-  assert 1 <= len(batches) <= 3
-  seen_groups = []
-  for group, version, example in batches:
-    assert len(group) == 6
-    # A puzzle's rows are contiguous, with one version and distinct examples.
-    boundaries = np.flatnonzero(np.diff(group)) + 1
-    for run in np.split(np.arange(6), boundaries):
-      assert len(set(version[run])) == 1
-      assert len(set(example[run])) == len(run)
-      assert (example[run] < sizes[group[run[0]]]).all()
-    seen_groups.extend(group[np.r_[0, boundaries]])
-  assert len(seen_groups) == len(set(seen_groups))  # No group twice in an epoch.
-  plan = pipeline.epoch_plan(sizes, np.full(7, 4), 0, 0, False)
-  order = plan.group[plan.starts[:-1]]
-  # Groups are visited in the epoch's order; a cut puzzle's remainder is skipped.
-  np.testing.assert_array_equal(seen_groups, order[:len(seen_groups)])
-
-
-def test_iteration_drops_only_the_last_incomplete_batch():
-  sizes = np.ones(10, int)
-  steps = pipeline.steps_per_iteration(sizes, np.ones(10, int), 4, seed=0,
-                                       epochs_per_iteration=3)
-  assert steps == 7  # 30 examples, 7 batches of 4, 2 dropped.
-  layout = pipeline.PackingLayout(sizes, np.ones(10, int), 4, 0, epochs_per_iteration=3)
-  groups = np.concatenate([layout.next_batch()[0] for _ in range(7)])
-  for e in range(2):  # Epochs 0 and 1 are seen whole.
-    assert sorted(groups[10 * e:10 * (e + 1)]) == list(range(10))
-  layout.next_batch()
-  assert layout.epoch == 3 and layout.offset == 4  # Restarted at the next iteration.
-
-
-def test_every_group_visited_once_per_epoch_when_batches_divide():
-  sizes = np.full(12, 2)
-  layout = pipeline.PackingLayout(sizes, np.full(12, 3), 8, seed=5)
-  groups = np.concatenate([layout.next_batch()[0] for _ in range(3)])
-  assert sorted(groups[::2]) == list(range(12))
-  assert layout.get_state() == {'epoch': 1, 'offset': 0}
 
 
 def _sudoku_config(batch=8):
@@ -184,8 +136,8 @@ def _arc_config(batch=6, num_augmentations=4):
 
 def test_arc_identifiers_deterministic_and_shared_between_splits():
   train, test = _arc_tasks()
-  a = pipeline.build_arc_catalog(train, test, 4, seed=0)
-  b = pipeline.build_arc_catalog(list(reversed(train)), test, 4, seed=0)
+  a = puzzle_sources.build_arc_catalog(train, test, 4, seed=0)
+  b = puzzle_sources.build_arc_catalog(list(reversed(train)), test, 4, seed=0)
   assert a.task_keys == b.task_keys and a.versions == b.versions
   np.testing.assert_array_equal(a.first_identifier, b.first_identifier)
   assert a.num_identifiers == 1 + 7 * 5
@@ -193,7 +145,7 @@ def test_arc_identifiers_deterministic_and_shared_between_splits():
   pipes = pipeline.build_pipelines(_arc_config(), train, test)
   assert pipes.num_puzzle_identifiers == a.num_identifiers
   # The eval rows of a task version carry the same identifier as its training rows.
-  train_source = pipeline.ArcTrainSource(train, a, 0)
+  train_source = puzzle_sources.ArcTrainSource(train, a, 0)
   eval_batch = next(iter(pipes.eval))
   for row in np.flatnonzero(eval_batch['mask']):
     t, v = eval_batch['task_index'][row], eval_batch['version_index'][row]
@@ -204,8 +156,8 @@ def test_arc_identifiers_deterministic_and_shared_between_splits():
 
 def test_arc_train_rows_decode_to_augmented_pairs_and_one_untranslated():
   train, test = _arc_tasks()
-  catalog = pipeline.build_arc_catalog(train, test, 4, seed=0)
-  source = pipeline.ArcTrainSource(train, catalog, seed=0)
+  catalog = puzzle_sources.build_arc_catalog(train, test, 4, seed=0)
+  source = puzzle_sources.ArcTrainSource(train, catalog, seed=0)
   for g in range(len(train)):
     for v in range(len(catalog.versions[source.catalog_index[g]])):
       n = len(train[g].pairs)
@@ -254,10 +206,6 @@ def test_arc_train_stream_packs_exact_batches():
   for batch in _take(iterator, 4):
     assert batch['inputs'].shape == (6, 900) and batch['labels'].dtype == np.int32
     assert (batch['puzzle_identifiers'] >= 1).all()
-
-
-def test_total_steps_formula():
-  assert pipeline.total_steps(50_000, 1000, 1.0, 768) == 65104
 
 
 def test_unknown_data_set_is_rejected():

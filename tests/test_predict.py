@@ -169,7 +169,7 @@ def test_command_lines(tmp_path):
 
 def test_parameter_shape_mismatch_is_reported():
   config = tiny_config()
-  model = model_lib.RecursiveModel(config.model, seq_len=SEQ_LEN, vocab_size=VOCAB)
+  model = model_lib.build_model(config.model, seq_len=SEQ_LEN, vocab_size=VOCAB)
   shapes = jax.eval_shape(model.init, jax.random.key(0))
   params, constants = jax.tree_util.tree_map(
       lambda s: np.zeros(s.shape, s.dtype), (shapes['params'], shapes['constants']))

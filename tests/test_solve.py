@@ -20,7 +20,7 @@ from tiny_recursive import arc_evaluation
 from tiny_recursive import checkpointing
 from tiny_recursive import model as model_lib
 from tiny_recursive.data import arc_encoding
-from tiny_recursive.data import pipeline
+from tiny_recursive.data import puzzle_sources
 from tiny_recursive.data import sources
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,10 +80,13 @@ def fixture_grid900_export(tmp_path_factory):
 
 
 def reference_run(model, variables, table, inputs, ids, num_steps):
-  out = jax.jit(lambda i, p: act.run_eval_steps(model, variables['params'],
-                                                variables['constants'], jnp.asarray(table), i, p,
-                                                num_steps))(inputs, ids)
-  return jax.device_get(out)
+  def run(inputs, ids):
+    out = act.run_eval_steps(model, variables['params'], variables['constants'],
+                             model.puzzle_rows(jnp.asarray(table), ids), inputs, num_steps,
+                             keep_steps=True)
+    return {'logits': out.step_logits, 'q_halt_logits': out.step_q_halt, 'preds': out.preds}
+
+  return jax.device_get(jax.jit(run)(inputs, ids))
 
 
 def gif_frames(path):
@@ -284,7 +287,7 @@ def test_solve_arc_vote_equals_accumulator(grid900_export, tmp_path):
   # A catalogue in which this task is known: identifiers of its versions, not the blank one.
   arc_task = sources.ArcTask(task_id='task', subset='evaluation',
                              pairs=task.train + ((task.test_inputs[0], task.test_outputs[0]),))
-  catalog = pipeline.build_arc_catalog([arc_task], [], 3, 0)
+  catalog = puzzle_sources.build_arc_catalog([arc_task], [], 3, 0)
   assert catalog.num_identifiers == 5  # Matches the export's 5-row puzzle table.
   result = solve.solve_arc(config, solve.load_solver(config, directory), str(path),
                            str(tmp_path), vote=True, catalog=(catalog, [arc_task]))
@@ -314,13 +317,13 @@ def test_arc_catalog_mismatch_falls_back_to_blank_identifier(tmp_path):
   path.write_text(json.dumps(ARC_TASK))
   task = solve.read_arc_task(str(path))
   other = sources.ArcTask(task_id='other', subset='training', pairs=task.train)
-  catalog = pipeline.build_arc_catalog([other], [], 3, 0)
+  catalog = puzzle_sources.build_arc_catalog([other], [], 3, 0)
   plan = solve.arc_versions(config, task, catalog.num_identifiers, True, (catalog, [other]))
   assert 'not in the data set' in plan.explanation
   assert set(plan.identifiers().tolist()) == {0} and len(plan.versions) == 4
   same_id = sources.ArcTask(task_id='task', subset='training', pairs=task.train[:1] + (
       (task.train[1][0], task.train[0][1]),))  # Same id, one demonstration differs.
-  catalog_same_id = pipeline.build_arc_catalog([same_id], [], 3, 0)
+  catalog_same_id = puzzle_sources.build_arc_catalog([same_id], [], 3, 0)
   plan = solve.arc_versions(config, task, catalog_same_id.num_identifiers, True,
                             (catalog_same_id, [same_id]))
   assert 'do not hold the demonstration pairs' in plan.explanation

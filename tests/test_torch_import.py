@@ -26,8 +26,8 @@ def make_config(mixer='attention', pos_encodings=None, arch='trm', forward_dtype
 
 def init_variables(config, num_ids=3, seed=0):
   """Random (params, constants, puzzle table) with the model's tree, shapes and dtypes."""
-  model = model_lib.RecursiveModel(config.model, seq_len=SEQ_LEN, vocab_size=VOCAB,
-                                   num_puzzle_identifiers=num_ids)
+  model = model_lib.build_model(config.model, seq_len=SEQ_LEN, vocab_size=VOCAB,
+                                num_puzzle_identifiers=num_ids)
   shapes = jax.eval_shape(model.init, jax.random.key(0))
   rng = np.random.default_rng(seed)
   params, constants = jax.tree_util.tree_map(

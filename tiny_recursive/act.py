@@ -107,39 +107,93 @@ def halting_decision(model_config: Any, steps: Array, q_halt: Array, q_continue:
   return halted, is_last_step
 
 
-def continue_target(model: model_lib.RecursiveModel, params: Any, constants: Any,
-                    puzzle_rows: Array | None, z_H: Array, z_L: Array, inputs: Array,
+def continue_target(model: model_lib.RecursiveModel, params: Any, puzzle_rows: Array | None, z_H: Array, z_L: Array, inputs: Array,
                     is_last_step: Array) -> Array:
   """Bootstrapped Q-continue target: sigmoid of the next step's q_halt, or of
   max(q_halt, q_continue) before the last step, from a second forward pass of the new carry
   without gradient (§4, step 4; the reference's TRM unpacks this pass wrongly and crashes)."""
   params = jax.lax.stop_gradient(params)
   rows = None if puzzle_rows is None else jax.lax.stop_gradient(puzzle_rows)
-  _, next_outputs = model.supervision_step(params, constants, rows, z_H, z_L, inputs)
+  _, next_outputs = model.supervision_step(params, rows, z_H, z_L, inputs)
   next_q = jnp.where(is_last_step, next_outputs.q_halt,
                      jnp.maximum(next_outputs.q_halt, next_outputs.q_continue))
   return jax.nn.sigmoid(next_q)
 
 
+@flax.struct.dataclass
+class EvalRun:
+  """Evaluation steps from the reset state (`run_eval_steps`).
+
+  preds int32 [batch, seq_len] and q_halt float32 [batch]: the last step run. halted_preds
+  int32 [batch, seq_len]: each row's prediction at its halting step (adaptive halting).
+  halt_step int32 [batch]: that step, 1-based (0 for rows inactive from the start).
+  steps_run int32 []: supervision steps run. step_logits float32 [num_steps, batch,
+  seq_len, vocab] and step_q_halt float32 [num_steps, batch]: every step's outputs, only
+  when asked for (else None).
+  """
+  preds: Array
+  q_halt: Array
+  halted_preds: Array
+  halt_step: Array
+  steps_run: Array
+  step_logits: Array | None = None
+  step_q_halt: Array | None = None
+
+
+def halts_at_evaluation(halted: Array, q_halt: Array, index: Array, num_steps: int) -> Array:
+  """Rows bool [batch] that halt at step `index` (0-based) of an evaluation: the first step
+  with q_halt > 0, or the last step (adaptive halting, §4)."""
+  return ~halted & ((q_halt > 0) | (index == num_steps - 1))
+
+
 def run_eval_steps(model: model_lib.RecursiveModel, params: Any, constants: Any,
-                   puzzle_table: Array, inputs: Array, puzzle_identifiers: Array,
-                   num_steps: int) -> dict[str, Array]:
-  """Evaluation mode: `num_steps` supervision steps from the reset state for every example.
+                   puzzle_rows: Array | None, inputs: Array, num_steps: int, *,
+                   active: Array | None = None, early_exit: bool = False,
+                   keep_steps: bool = False) -> EvalRun:
+  """Evaluation: up to `num_steps` supervision steps from the reset state for every row.
+
+  Every row runs all `num_steps` steps and records the step at which it halts
+  (`halts_at_evaluation`); with `early_exit` the loop (`lax.while_loop`) ends instead once
+  every row has halted, so a batch whose puzzles halt early costs fewer steps.
 
   Args:
-    inputs: int32 [batch, seq_len]; puzzle_identifiers: int32 [batch].
-
-  Returns:
-    logits float32 [num_steps, batch, seq_len, vocab], q_halt_logits float32 [num_steps,
-    batch], preds int32 [batch, seq_len] (argmax of the last step's logits).
+    puzzle_rows: float32 [batch, puzzle_emb_ndim] (`model.puzzle_rows`), or None.
+    inputs: int32 [batch, seq_len].
+    active: bool [batch]; inactive rows (padding) count as halted from the start.
+    keep_steps: also return every step's logits and q_halt (not with early_exit).
   """
-  z_H, z_L = model.initial_state(constants, inputs.shape[0])
-  rows = puzzle_table[puzzle_identifiers] if model.config.puzzle_emb_ndim > 0 else None
+  if early_exit and keep_steps:
+    raise ValueError('run_eval_steps: keep_steps needs every step, early_exit stops early.')
+  batch_size = inputs.shape[0]
+  z_H, z_L = model.initial_state(constants, batch_size)
+  halted = jnp.zeros((batch_size,), bool) if active is None else ~active
+  init = (jnp.asarray(0, jnp.int32), (z_H, z_L), jnp.zeros_like(inputs),
+          jnp.zeros((batch_size,), jnp.float32), jnp.zeros_like(inputs),
+          jnp.zeros((batch_size,), jnp.int32), halted)
 
-  def step(state, _):
-    state, outputs = model.supervision_step(params, constants, rows, *state, inputs)
-    return state, (outputs.logits, outputs.q_halt)
+  def step(state):
+    index, (z_H, z_L), _, _, halted_preds, halt_step, halted = state
+    (z_H, z_L), outputs = model.supervision_step(params, puzzle_rows, z_H, z_L, inputs)
+    preds = jnp.argmax(outputs.logits, axis=-1).astype(jnp.int32)
+    newly = halts_at_evaluation(halted, outputs.q_halt, index, num_steps)
+    halted_preds = jnp.where(newly[:, None], preds, halted_preds)
+    halt_step = jnp.where(newly, index + 1, halt_step)
+    state = (index + 1, (z_H, z_L), preds, outputs.q_halt, halted_preds, halt_step,
+             halted | newly)
+    return state, outputs
 
-  _, (logits, q_halt) = jax.lax.scan(step, (z_H, z_L), None, length=num_steps)
-  return {'logits': logits, 'q_halt_logits': q_halt,
-          'preds': jnp.argmax(logits[-1], axis=-1).astype(jnp.int32)}
+  step_logits = step_q_halt = None
+  if early_exit:
+    keep_going = lambda state: (state[0] < num_steps) & ~jnp.all(state[-1])
+    final = jax.lax.while_loop(keep_going, lambda state: step(state)[0], init)
+  else:
+    def scan_step(state, _):
+      state, outputs = step(state)
+      return state, (outputs.logits, outputs.q_halt) if keep_steps else None
+
+    final, per_step = jax.lax.scan(scan_step, init, None, length=num_steps)
+    if keep_steps:
+      step_logits, step_q_halt = per_step
+  steps_run, _, preds, q_halt, halted_preds, halt_step, _ = final
+  return EvalRun(preds=preds, q_halt=q_halt, halted_preds=halted_preds, halt_step=halt_step,
+                 steps_run=steps_run, step_logits=step_logits, step_q_halt=step_q_halt)

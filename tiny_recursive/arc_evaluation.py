@@ -10,7 +10,6 @@ fraction of its test inputs solved; the headline is pass@2 averaged over tasks.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Mapping, Sequence
 
@@ -18,31 +17,14 @@ import numpy as np
 
 from tiny_recursive import atomic_files
 from tiny_recursive.data import arc_encoding
-from tiny_recursive.data import augmentation
+from tiny_recursive.data import puzzle_sources
 
 PASS_KS = (1, 2, 5, 10, 100, 1000)
 HEADLINE_K = 2
 
 
-@dataclasses.dataclass(frozen=True)
-class ArcEvalSpec:
-  """The evaluation tasks, as the eval pipeline enumerates them.
-
-  Attributes:
-    task_ids: Kaggle task id of each evaluation task (task_index order).
-    versions: per task, its versions (version_index order; the identity first).
-    solutions: per task, the solution grid of each test input (test_index order), or
-      None when the solutions are unknown (then only the submission is produced).
-  """
-  task_ids: tuple[str, ...]
-  versions: tuple[tuple[augmentation.ArcVersion, ...], ...]
-  solutions: tuple[tuple[np.ndarray, ...], ...] | None
-
-  @property
-  def num_tests(self) -> tuple[int, ...]:
-    if self.solutions is None:
-      raise ValueError('ArcEvalSpec without solutions does not know the test counts.')
-    return tuple(len(s) for s in self.solutions)
+# The evaluation tasks as the eval pipeline enumerates them (defined beside that pipeline).
+ArcEvalSpec = puzzle_sources.ArcEvalSpec
 
 
 def _grid_key(grid: np.ndarray) -> bytes:

@@ -1,8 +1,9 @@
 """Checks a config before anything is compiled; each error names the offending key.
 
 ml_collections already refuses unknown keys and wrongly typed values in `--config.KEY=VALUE`
-overrides; this module checks the values themselves and their agreement with the devices and
-the data set.
+overrides; this module checks the values themselves (the model's through
+`model.ModelConfig`, which checks its own) and their agreement with the devices and the data
+set.
 """
 
 from typing import Any
@@ -76,27 +77,23 @@ def validate(config: ml_collections.ConfigDict) -> None:
     except ValueError as error:
       raise ConfigError(str(error)) from None
 
-  _require(model.halt_max_steps >= 1, 'model.halt_max_steps',
-           f'must be at least 1, got {model.halt_max_steps}.')
-  _require(0 <= model.halt_exploration_prob <= 1, 'model.halt_exploration_prob',
-           f'must be in [0, 1], got {model.halt_exploration_prob}.')
-  _require(model.scan_unroll >= 1, 'model.scan_unroll',
-           f'must be at least 1, got {model.scan_unroll}.')
-  _require(model.attention_impl in ('auto', 'xla', 'cudnn'), 'model.attention_impl',
-           f"expected 'auto', 'xla' or 'cudnn', got {model.attention_impl!r}.")
-  _require(model.mixer in ('attention', 'mlp'), 'model.mixer',
-           f"expected 'attention' or 'mlp', got {model.mixer!r}.")
   if model.attention_impl == 'cudnn':
     _require(jax.default_backend() == 'gpu', 'model.attention_impl',
              f"'cudnn' needs a GPU; this run's backend is {jax.default_backend()!r}.")
   try:
-    model_lib.build_model(model, seq_len=data.seq_len, vocab_size=data.vocab_size)
+    model_lib.ModelConfig.create(model, seq_len=data.seq_len, vocab_size=data.vocab_size)
   except ValueError as error:
     raise ConfigError(f'config.{error}') from None
 
 
-def validate_against_data(config: ml_collections.ConfigDict, pipes: Any) -> None:
-  """Checks the config against the loaded data (the pipeline has seen the real sequences)."""
-  _require(pipes.total_steps >= 1, 'train.epochs',
-           f'{config.train.epochs} epochs of {pipes.total_groups} puzzle groups give no full '
-           f'batch of {config.train.global_batch_size}.')
+def validate_against_data(config: ml_collections.ConfigDict, data: Any,
+                          numbers: Any = None) -> None:
+  """Checks the config against the loaded data (`pipeline.EvalPipeline` or `Pipelines`) and,
+  for training, the run's numbers (`trainer.RunNumbers`)."""
+  _require(data.seq_len == config.data.seq_len, 'data.seq_len',
+           f'{config.data.seq_len}, but the {config.data.name} data has sequences of '
+           f'{data.seq_len} tokens.')
+  if numbers is not None:
+    _require(numbers.schedule_steps >= 1, 'train.epochs',
+             f'{config.train.epochs} epochs of {data.total_groups} puzzle groups give no full '
+             f'batch of {config.train.global_batch_size}.')

@@ -18,14 +18,14 @@ optimizer, §5).
 
 import dataclasses
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 
 from tiny_recursive import layers
+from tiny_recursive import puzzle_embedding
 
 Array = jax.Array
 Params = Any
@@ -52,10 +52,111 @@ class StepOutputs:
   q_continue: Array
 
 
-def compute_dtype(name: str) -> Any:
-  if name not in ('bfloat16', 'float32'):
-    raise ValueError(f"model.forward_dtype: expected 'bfloat16' or 'float32', got {name!r}.")
-  return jnp.dtype(name)
+ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
+MIXERS = ('attention', 'mlp')
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """The model's hyperparameters (`config.model`, TRM_REFERENCE.md §3, §4) and the data
+  set's dimensions, checked on construction.
+
+  Built once from the experiment config (`from_experiment_config`) and saved as checkpoint
+  metadata (`to_dict`, read back by `from_dict`).
+  """
+  seq_len: int  # Tokens of a puzzle (81 Sudoku, 900 Maze/ARC).
+  vocab_size: int  # Token vocabulary size.
+  num_puzzle_identifiers: int  # Rows of the puzzle-embedding table (blank id 0 included).
+  arch: str
+  hidden_size: int
+  num_heads: int
+  expansion: float
+  num_layers: int
+  hrm_high_layers: int
+  hrm_low_layers: int
+  h_cycles: int
+  l_cycles: int
+  mixer: str
+  pos_encodings: str
+  rope_theta: float
+  rms_norm_eps: float
+  puzzle_emb_len: int  # 0: ceil(puzzle_emb_ndim / hidden_size).
+  puzzle_emb_ndim: int  # 0 disables puzzle embeddings.
+  forward_dtype: str
+  gradient_mode: str
+  halt_max_steps: int
+  halt_exploration_prob: float
+  no_act_continue: bool
+  remat_policy: str
+  scan_unroll: int
+  attention_impl: str
+
+  def __post_init__(self):
+    """Raises ValueError naming the `model.` key of the first invalid value."""
+    checks = (
+        (self.arch in ARCHITECTURES, 'arch', f'expected one of {ARCHITECTURES}, got {self.arch!r}.'),
+        (self.gradient_mode in GRADIENT_MODES, 'gradient_mode',
+         f'expected one of {GRADIENT_MODES}, got {self.gradient_mode!r}.'),
+        (self.pos_encodings in POS_ENCODINGS, 'pos_encodings',
+         f'expected one of {POS_ENCODINGS}, got {self.pos_encodings!r}.'),
+        (self.remat_policy in REMAT_POLICIES, 'remat_policy',
+         f'expected one of {tuple(REMAT_POLICIES)}, got {self.remat_policy!r}.'),
+        (self.forward_dtype in ('bfloat16', 'float32'), 'forward_dtype',
+         f"expected 'bfloat16' or 'float32', got {self.forward_dtype!r}."),
+        (self.mixer in MIXERS, 'mixer', f"expected 'attention' or 'mlp', got {self.mixer!r}."),
+        (self.attention_impl in ATTENTION_IMPLS, 'attention_impl',
+         f"expected 'auto', 'xla' or 'cudnn', got {self.attention_impl!r}."),
+        (self.hidden_size % self.num_heads == 0, 'hidden_size',
+         f'({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads}).'),
+        (self.h_cycles >= 1 and self.l_cycles >= 1, 'h_cycles',
+         'model.h_cycles and model.l_cycles must be at least 1.'),
+        (self.halt_max_steps >= 1, 'halt_max_steps',
+         f'must be at least 1, got {self.halt_max_steps}.'),
+        (0 <= self.halt_exploration_prob <= 1, 'halt_exploration_prob',
+         f'must be in [0, 1], got {self.halt_exploration_prob}.'),
+        (self.scan_unroll >= 1, 'scan_unroll', f'must be at least 1, got {self.scan_unroll}.'),
+        (self.seq_len >= 1 and self.vocab_size >= 1, 'seq_len',
+         f'seq_len ({self.seq_len}) and vocab_size ({self.vocab_size}) must be positive.'),
+        (self.num_puzzle_identifiers >= 1, 'num_puzzle_identifiers',
+         f'must be at least 1, got {self.num_puzzle_identifiers}.'),
+    )
+    for ok, key, message in checks:
+      if not ok:
+        raise ValueError(f'model.{key}: {message}')
+    if self.puzzle_emb_ndim > self.prefix_len * self.hidden_size:
+      raise ValueError(f'model.puzzle_emb_ndim ({self.puzzle_emb_ndim}) must fit in '
+                       f'model.puzzle_emb_len x hidden_size ({self.prefix_len} x '
+                       f'{self.hidden_size}).')
+
+  @property
+  def prefix_len(self) -> int:
+    """Positions prepended for the puzzle embedding (ceil(ndim / D) when puzzle_emb_len is 0)."""
+    return self.puzzle_emb_len or -(self.puzzle_emb_ndim // -self.hidden_size)
+
+  @classmethod
+  def create(cls, model: Mapping[str, Any], *, seq_len: int, vocab_size: int,
+             num_puzzle_identifiers: int = 1) -> 'ModelConfig':
+    """From `config.model` (a ConfigDict or dict) and the data set's dimensions."""
+    return cls.from_dict(dict(model, seq_len=seq_len, vocab_size=vocab_size,
+                              num_puzzle_identifiers=num_puzzle_identifiers))
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any]) -> 'ModelConfig':
+    """From `to_dict`'s output or checkpoint metadata; unknown keys are ignored.
+
+    Raises:
+      ValueError: naming the missing keys, or the first invalid value.
+    """
+    names = [field.name for field in dataclasses.fields(cls)]
+    missing = [name for name in names if name not in values]
+    if missing:
+      raise ValueError(f'model config: missing keys {missing}.')
+    return cls(**{name: values[name] for name in names})
+
+  def to_dict(self) -> dict[str, Any]:
+    """JSON-compatible: `config.model`'s keys plus seq_len, vocab_size,
+    num_puzzle_identifiers (the checkpoint metadata's `model_config`)."""
+    return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,48 +164,28 @@ class RecursiveModel:
   """A TRM/HRM model bound to its configuration; all methods are pure functions of params.
 
   Attributes:
-    config: the `config.model` ConfigDict (see experiments/configs/base.py).
-    seq_len: number of tokens of a puzzle (81 Sudoku, 900 Maze/ARC).
-    vocab_size: token vocabulary size.
-    num_puzzle_identifiers: rows of the puzzle-embedding table.
+    config: the typed model config, dimensions included.
   """
-  config: ml_collections.ConfigDict
-  seq_len: int
-  vocab_size: int
-  num_puzzle_identifiers: int = 1
+  config: ModelConfig
 
-  def __post_init__(self):
-    c = self.config
-    if c.arch not in ARCHITECTURES:
-      raise ValueError(f'model.arch: expected one of {ARCHITECTURES}, got {c.arch!r}.')
-    if c.gradient_mode not in GRADIENT_MODES:
-      raise ValueError(
-          f'model.gradient_mode: expected one of {GRADIENT_MODES}, got {c.gradient_mode!r}.')
-    if c.pos_encodings not in POS_ENCODINGS:
-      raise ValueError(
-          f'model.pos_encodings: expected one of {POS_ENCODINGS}, got {c.pos_encodings!r}.')
-    if c.remat_policy not in REMAT_POLICIES:
-      raise ValueError(
-          f'model.remat_policy: expected one of {tuple(REMAT_POLICIES)}, got {c.remat_policy!r}.')
-    if c.hidden_size % c.num_heads:
-      raise ValueError(f'model.hidden_size ({c.hidden_size}) must be divisible by '
-                       f'model.num_heads ({c.num_heads}).')
-    if c.puzzle_emb_ndim > self.puzzle_emb_len * c.hidden_size:
-      raise ValueError(f'model.puzzle_emb_ndim ({c.puzzle_emb_ndim}) must fit in '
-                       f'model.puzzle_emb_len x hidden_size ({self.puzzle_emb_len} x {c.hidden_size}).')
-    if c.h_cycles < 1 or c.l_cycles < 1:
-      raise ValueError('model.h_cycles and model.l_cycles must be at least 1.')
-    compute_dtype(c.forward_dtype)
+  @property
+  def seq_len(self) -> int:
+    return self.config.seq_len
+
+  @property
+  def vocab_size(self) -> int:
+    return self.config.vocab_size
+
+  @property
+  def num_puzzle_identifiers(self) -> int:
+    return self.config.num_puzzle_identifiers
 
   # --- Shapes ---
 
   @property
   def puzzle_emb_len(self) -> int:
     """Positions prepended for the puzzle embedding (ceil(ndim / D) when the config says 0)."""
-    c = self.config
-    if c.puzzle_emb_len:
-      return c.puzzle_emb_len
-    return -(c.puzzle_emb_ndim // -c.hidden_size)
+    return self.config.prefix_len
 
   @property
   def total_len(self) -> int:
@@ -113,7 +194,7 @@ class RecursiveModel:
 
   @property
   def dtype(self) -> Any:
-    return compute_dtype(self.config.forward_dtype)
+    return jnp.dtype(self.config.forward_dtype)
 
   def _network(self, num_layers: int) -> layers.Network:
     c = self.config
@@ -174,6 +255,13 @@ class RecursiveModel:
     mask = reset[:, None, None]
     return (jnp.where(mask, constants['z_H_init'], z_H),
             jnp.where(mask, constants['z_L_init'], z_L))
+
+  def puzzle_rows(self, table: Array, ids: Array) -> Array | None:
+    """Rows float32 [batch, puzzle_emb_ndim] of the puzzle table for ids int32 [batch], or
+    None when puzzle embeddings are off."""
+    if self.config.puzzle_emb_ndim <= 0:
+      return None
+    return puzzle_embedding.lookup(table, ids)
 
   def param_count(self, params: Params) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))
@@ -286,14 +374,12 @@ class RecursiveModel:
     q = out[:, 0, vocab:vocab + 2] + params['q_head']['bias'].astype(dtype)
     return logits.astype(jnp.float32), q.astype(jnp.float32)
 
-  def supervision_step(self, params: Params, constants: Params, puzzle_rows: Array | None,
-                       z_H: Array, z_L: Array,
-                       inputs: Array) -> tuple[tuple[Array, Array], StepOutputs]:
+  def supervision_step(self, params: Params, puzzle_rows: Array | None, z_H: Array,
+                       z_L: Array, inputs: Array) -> tuple[tuple[Array, Array], StepOutputs]:
     """One supervision step (one call of the inner model), §3.
 
     Args:
       params: dense parameters (float32 pytree).
-      constants: {'z_H_init', 'z_L_init'} (unused here; kept for a uniform signature).
       puzzle_rows: float32 [batch, puzzle_emb_ndim] gathered puzzle embeddings.
       z_H, z_L: [batch, total_len, hidden] states in the forward dtype.
       inputs: int32 [batch, seq_len].
@@ -301,7 +387,6 @@ class RecursiveModel:
     Returns:
       (new_z_H, new_z_L) with gradients stopped (the carry of the next step), and StepOutputs.
     """
-    del constants
     c = self.config
     x = self.embed(params, inputs, puzzle_rows)
     # The carry never receives gradient (also when h_cycles == 1).
@@ -332,8 +417,8 @@ class RecursiveModel:
     return (jax.lax.stop_gradient(z_H), jax.lax.stop_gradient(z_L)), outputs
 
 
-def build_model(model_config: ml_collections.ConfigDict, *, seq_len: int, vocab_size: int,
+def build_model(model: Mapping[str, Any], *, seq_len: int, vocab_size: int,
                 num_puzzle_identifiers: int = 1) -> RecursiveModel:
   """Builds the model described by `config.model` for a data set's dimensions."""
-  return RecursiveModel(model_config, seq_len=seq_len, vocab_size=vocab_size,
-                        num_puzzle_identifiers=num_puzzle_identifiers)
+  return RecursiveModel(ModelConfig.create(model, seq_len=seq_len, vocab_size=vocab_size,
+                                          num_puzzle_identifiers=num_puzzle_identifiers))

@@ -67,7 +67,7 @@ def _expected_layout(model_config: ml_collections.ConfigDict, seq_len: int,
                      vocab_size: int) -> tuple[Any, dict[str, tuple[tuple[str, ...], bool,
                                                                      tuple[int, ...]]]]:
   """The model's parameter shapes and {reference key: (param path, transposed, torch shape)}."""
-  model = model_lib.RecursiveModel(model_config, seq_len=seq_len, vocab_size=vocab_size)
+  model = model_lib.build_model(model_config, seq_len=seq_len, vocab_size=vocab_size)
   shapes = jax.eval_shape(model.init, jax.random.key(0))
   layout = {}
   for path, leaf in jax.tree_util.tree_flatten_with_path(shapes['params'])[0]:

@@ -1,11 +1,10 @@
-"""Train state and the pure, jitted train and eval steps (TRM_REFERENCE.md §4, §5).
+"""Train state and the pure, jitted train step (TRM_REFERENCE.md §4, §5).
 
 `train_step(state, batch) -> (state, metrics)` does one optimizer step of deep supervision:
 reset halted slots with the new batch, run one supervision step, decide halting, take the ACT
 loss, update the dense parameters with AdamATan2, the used puzzle-embedding rows with
-SignSGD, and the EMA. `eval_step` runs halt_max_steps supervision steps on a batch from the
-reset state in one call. Both are jitted over a device mesh by `jit_train_step` /
-`jit_eval_step` with explicit shardings; the train state is donated.
+SignSGD, and the EMA. `jit_train_step` jits it over a device mesh with explicit shardings;
+the train state is donated. Evaluation is in `evaluation.py`.
 """
 
 import functools
@@ -52,14 +51,6 @@ class Schedules:
   puzzle: Any = flax.struct.field(pytree_node=False)
 
 
-def total_train_steps(config: ml_collections.ConfigDict, examples_per_epoch: float) -> int:
-  """epochs * total_groups * mean_examples_per_puzzle / global_batch_size (§5)."""
-  steps = int(config.train.epochs * examples_per_epoch / config.train.global_batch_size)
-  if config.train.max_steps:
-    steps = min(steps, config.train.max_steps)
-  return max(steps, 1)
-
-
 def make_schedules(config: ml_collections.ConfigDict, total_steps: int) -> Schedules:
   t = config.train
   return Schedules(
@@ -92,14 +83,8 @@ def create_train_state(model: model_lib.RecursiveModel, tx: optax.GradientTransf
       rng=jax.random.key_data(state_key))
 
 
-def _puzzle_rows(model: model_lib.RecursiveModel, table: Array, ids: Array) -> Array | None:
-  if model.config.puzzle_emb_ndim <= 0:
-    return None
-  return puzzle_embedding.lookup(table, ids)
-
-
 def _supervision_gradients(params: Any, rows: Array | None, carry: act.ACTCarry,
-                           min_steps: Array, constants: Any, *, model: model_lib.RecursiveModel,
+                           min_steps: Array, *, model: model_lib.RecursiveModel,
                            config: ml_collections.ConfigDict, axis_name: str | None):
   """Gradients of one supervision step's ACT loss over the rows of the batch given.
 
@@ -111,20 +96,20 @@ def _supervision_gradients(params: Any, rows: Array | None, carry: act.ACTCarry,
   Returns:
     (param_grads, row_grads, new_carry, metrics).
   """
-  model_config = config.model
+  model_config = model.config
   scale = 1.0 / config.train.global_batch_size
 
   def loss_fn(params, rows):
-    (z_H, z_L), outputs = model.supervision_step(params, constants, rows, carry.z_H,
-                                                 carry.z_L, carry.inputs)
+    (z_H, z_L), outputs = model.supervision_step(params, rows, carry.z_H, carry.z_L,
+                                                 carry.inputs)
     steps = carry.steps + 1
     halted, is_last_step = act.halting_decision(model_config, steps, outputs.q_halt,
                                                 outputs.q_continue, None, training=True,
                                                 min_steps=min_steps)
     target = None
     if not model_config.no_act_continue:
-      target = act.continue_target(model, params, constants, rows, z_H, z_L,
-                                   carry.inputs, is_last_step)
+      target = act.continue_target(model, params, rows, z_H, z_L, carry.inputs,
+                                   is_last_step)
     loss, metrics = losses.act_loss_and_metrics(
         outputs.logits, outputs.q_halt, outputs.q_continue, carry.labels, halted, steps,
         ignore_label_id=config.data.ignore_label_id, loss_type=config.train.loss_type,
@@ -159,23 +144,22 @@ def train_step(state: TrainState, batch: dict[str, Array], *,
   """
   rng, step_key = jax.random.split(jax.random.wrap_key_data(state.rng))
   carry = act.reset_halted(model, state.constants, state.carry, batch)
-  rows = _puzzle_rows(model, state.puzzle_table, carry.puzzle_identifiers)
+  rows = model.puzzle_rows(state.puzzle_table, carry.puzzle_identifiers)
   # Drawn for the global batch, so every slot gets the same draw on any number of devices.
-  min_steps = act.exploration_min_steps(config.model, step_key, carry.steps.shape)
+  min_steps = act.exploration_min_steps(model.config, step_key, carry.steps.shape)
   gradients = functools.partial(_supervision_gradients, model=model, config=config)
   if mesh is not None and config.train.data_parallel == 'shard_map':
     batch_spec = P(sharding.DATA_AXIS)
     gradients = jax.shard_map(
         functools.partial(gradients, axis_name=sharding.DATA_AXIS), mesh=mesh,
-        in_specs=(P(), None if rows is None else batch_spec, batch_spec, batch_spec, P()),
+        in_specs=(P(), None if rows is None else batch_spec, batch_spec, batch_spec),
         out_specs=(P(), None if rows is None else batch_spec, batch_spec, P()),
         # Parameter gradients are summed explicitly (in float32) above; the automatic psum
         # that varying-manual-axes typing would insert could sit on bfloat16 cotangents.
         check_vma=False)
   else:
     gradients = functools.partial(gradients, axis_name=None)
-  param_grads, row_grads, new_carry, metrics = gradients(state.params, rows, carry, min_steps,
-                                                         state.constants)
+  param_grads, row_grads, new_carry, metrics = gradients(state.params, rows, carry, min_steps)
 
   updates, opt_state = tx.update(param_grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -195,102 +179,6 @@ def train_step(state: TrainState, batch: dict[str, Array], *,
   return new_state, metrics
 
 
-def eval_step(params: Any, constants: Any, puzzle_table: Array, batch: dict[str, Array], *,
-              model: model_lib.RecursiveModel,
-              config: ml_collections.ConfigDict) -> dict[str, Array]:
-  """halt_max_steps supervision steps from the reset state, in one call (§4, evaluation).
-
-  Args:
-    batch: inputs, labels int32 [batch, seq_len]; puzzle_identifiers int32 [batch]; mask bool
-      [batch] (false on padding rows).
-
-  Returns:
-    preds int32 [batch, seq_len] (last step), q_halt float32 [batch] (last step),
-    halt_step int32 [batch] (first step with q_halt > 0, else the last: adaptive halting),
-    adaptive_preds int32 [batch, seq_len] (prediction at halt_step), and summed metrics:
-    count, exact_accuracy, accuracy, adaptive_exact_accuracy, adaptive_steps.
-  """
-  num_steps = config.model.halt_max_steps
-  inputs = batch['inputs']
-  z_H, z_L = model.initial_state(constants, inputs.shape[0])
-  rows = _puzzle_rows(model, puzzle_table, batch['puzzle_identifiers'])
-
-  def step(state, index):
-    (z_H, z_L), adaptive_preds, halt_step, halted = state
-    (z_H, z_L), outputs = model.supervision_step(params, constants, rows, z_H, z_L, inputs)
-    preds = jnp.argmax(outputs.logits, axis=-1).astype(jnp.int32)
-    # Adaptive halting keeps the prediction of the first step whose q_halt > 0.
-    newly = ~halted & ((outputs.q_halt > 0) | (index == num_steps - 1))
-    adaptive_preds = jnp.where(newly[:, None], preds, adaptive_preds)
-    halt_step = jnp.where(newly, index + 1, halt_step)
-    return ((z_H, z_L), adaptive_preds, halt_step, halted | newly), (preds, outputs.q_halt)
-
-  batch_size = inputs.shape[0]
-  init = ((z_H, z_L), jnp.zeros_like(inputs), jnp.zeros((batch_size,), jnp.int32),
-          jnp.zeros((batch_size,), bool))
-  (_, adaptive_preds, halt_step, _), (preds, q_halt) = jax.lax.scan(
-      step, init, jnp.arange(num_steps))
-  preds, q_halt = preds[-1], q_halt[-1]
-
-  labels, mask = batch['labels'], batch['mask']
-  counted = labels != config.data.ignore_label_id
-  num_counted = jnp.maximum(counted.sum(-1), 1)
-
-  def exact(p):
-    return jnp.all((p == labels) | ~counted, axis=-1) & mask
-
-  metrics = {
-      'count': mask.sum(),
-      'exact_accuracy': exact(preds).sum(),
-      'accuracy': jnp.sum(jnp.where(mask, ((preds == labels) & counted).sum(-1) / num_counted,
-                                    0.0)),
-      'adaptive_exact_accuracy': exact(adaptive_preds).sum(),
-      'adaptive_steps': jnp.where(mask, halt_step, 0).sum(),
-  }
-  return {'preds': preds, 'q_halt': q_halt, 'halt_step': halt_step,
-          'adaptive_preds': adaptive_preds, 'metrics': metrics}
-
-
-def adaptive_eval_step(params: Any, constants: Any, puzzle_table: Array,
-                       batch: dict[str, Array], *, model: model_lib.RecursiveModel,
-                       config: ml_collections.ConfigDict) -> dict[str, Array]:
-  """Evaluation with early exit: stops once every puzzle of the batch has halted.
-
-  A puzzle halts at its first step with q_halt > 0 (or at halt_max_steps) and keeps that
-  step's prediction; the loop (`lax.while_loop`) ends when all rows have halted, so a batch
-  whose puzzles halt early costs fewer supervision steps than `eval_step`. Padding rows
-  (mask false) count as halted from the start.
-
-  Returns:
-    metrics: count, adaptive_exact_accuracy, adaptive_steps (summed), and batch_steps (the
-    supervision steps the batch actually ran).
-  """
-  num_steps = config.model.halt_max_steps
-  inputs, labels, mask = batch['inputs'], batch['labels'], batch['mask']
-  z_H, z_L = model.initial_state(constants, inputs.shape[0])
-  rows = _puzzle_rows(model, puzzle_table, batch['puzzle_identifiers'])
-
-  def keep_going(state):
-    index, _, _, _, halted = state
-    return (index < num_steps) & ~jnp.all(halted)
-
-  def step(state):
-    index, (z_H, z_L), preds, halt_step, halted = state
-    (z_H, z_L), outputs = model.supervision_step(params, constants, rows, z_H, z_L, inputs)
-    newly = ~halted & ((outputs.q_halt > 0) | (index == num_steps - 1))
-    preds = jnp.where(newly[:, None], jnp.argmax(outputs.logits, -1).astype(jnp.int32), preds)
-    halt_step = jnp.where(newly, index + 1, halt_step)
-    return index + 1, (z_H, z_L), preds, halt_step, halted | newly
-
-  init = (jnp.asarray(0, jnp.int32), (z_H, z_L), jnp.zeros_like(inputs),
-          jnp.zeros(mask.shape, jnp.int32), ~mask)
-  batch_steps, _, preds, halt_step, _ = jax.lax.while_loop(keep_going, step, init)
-  counted = labels != config.data.ignore_label_id
-  exact = jnp.all((preds == labels) | ~counted, axis=-1) & mask
-  return {'count': mask.sum(), 'adaptive_exact_accuracy': exact.sum(),
-          'adaptive_steps': jnp.where(mask, halt_step, 0).sum(), 'batch_steps': batch_steps}
-
-
 def state_shardings(state: TrainState, mesh: Mesh) -> TrainState:
   """Replicated everything except the ACT carry, which is split over the batch axis."""
   replicated = sharding.replicated(mesh)
@@ -307,21 +195,3 @@ def jit_train_step(model, tx, schedules, config, mesh: Mesh, state_sharding: Tra
   return jax.jit(step, in_shardings=(state_sharding, sharding.batch_sharded(mesh)),
                  out_shardings=(state_sharding, sharding.replicated(mesh)),
                  donate_argnums=(0,))
-
-
-def jit_adaptive_eval_step(model, config, mesh: Mesh):
-  """The early-exit eval step jitted over `mesh`: weights replicated, batch split."""
-  step = functools.partial(adaptive_eval_step, model=model, config=config)
-  replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  return jax.jit(step, in_shardings=(replicated, replicated, replicated, batch),
-                 out_shardings=replicated)
-
-
-def jit_eval_step(model, config, mesh: Mesh):
-  """The eval step jitted over `mesh`: weights replicated, batch split."""
-  step = functools.partial(eval_step, model=model, config=config)
-  replicated, batch = sharding.replicated(mesh), sharding.batch_sharded(mesh)
-  out_shardings = {'preds': batch, 'q_halt': batch, 'halt_step': batch,
-                   'adaptive_preds': batch, 'metrics': replicated}
-  return jax.jit(step, in_shardings=(replicated, replicated, replicated, batch),
-                 out_shardings=out_shardings)

@@ -23,6 +23,7 @@ from tiny_recursive import act
 from tiny_recursive import arc_evaluation
 from tiny_recursive import checkpointing
 from tiny_recursive import config_validation
+from tiny_recursive import evaluation
 from tiny_recursive import losses
 from tiny_recursive import metrics_logging
 from tiny_recursive import model as model_lib
@@ -40,17 +41,50 @@ class NonFiniteLossError(FloatingPointError):
   """Raised when the training loss or the parameters become NaN or infinite."""
 
 
-def load_splits(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
-  """Loads the train and test splits of `config.data` (building the committed sample)."""
+def load_splits(config: ml_collections.ConfigDict,
+                with_train: bool = True) -> tuple[Any | None, Any]:
+  """Loads the train (unless not `with_train`) and test splits of `config.data`, building
+  the committed sample."""
   data = config.data
   data_dir = data.data_dir or None
   if data.name == 'sudoku_extreme' and data.builder_config == 'sample':
     sources.ensure_built(data.name, data.builder_config, data_dir)
   if data.name == 'arc_agi':
-    return (sources.load_arc_split(data.builder_config, 'train', data_dir),
-            sources.load_arc_split(data.builder_config, 'test', data_dir))
-  return (sources.load_grid_split(data.name, data.builder_config, 'train', data_dir),
-          sources.load_grid_split(data.name, data.builder_config, 'test', data_dir))
+    load = lambda split: sources.load_arc_split(data.builder_config, split, data_dir)
+  else:
+    load = lambda split: sources.load_grid_split(data.name, data.builder_config, split,
+                                                 data_dir)
+  return (load('train') if with_train else None), load('test')
+
+
+@dataclasses.dataclass(frozen=True)
+class RunNumbers:
+  """The numbers a run derives from its config and data, computed once (`run_numbers`).
+
+  Attributes:
+    schedule_steps: epochs * total_groups * mean_examples_per_puzzle / global_batch_size
+      (§5): the length of the learning-rate schedules.
+    total_steps: the steps this run trains: schedule_steps, or train.max_steps if smaller.
+    steps_per_eval: train.eval_every_steps, else the steps of eval_interval epochs.
+    num_puzzle_identifiers: rows of the puzzle-embedding table (blank id 0 included).
+  """
+  schedule_steps: int
+  total_steps: int
+  steps_per_eval: int
+  num_puzzle_identifiers: int
+
+
+def run_numbers(config: ml_collections.ConfigDict, pipes: pipeline.Pipelines) -> RunNumbers:
+  """The run's step counts and table size from `config` and the loaded data."""
+  t = config.train
+  schedule_steps = int(t.epochs * pipes.total_groups * pipes.mean_examples_per_puzzle /
+                       t.global_batch_size)
+  total_steps = min(schedule_steps, t.max_steps) if t.max_steps else schedule_steps
+  steps_per_eval = t.eval_every_steps or max(
+      1, round(schedule_steps * t.eval_interval / max(t.epochs, 1)))
+  return RunNumbers(schedule_steps=schedule_steps, total_steps=total_steps,
+                    steps_per_eval=steps_per_eval,
+                    num_puzzle_identifiers=pipes.num_puzzle_identifiers)
 
 
 def _write_config(config: ml_collections.ConfigDict, workdir: str) -> None:
@@ -96,66 +130,9 @@ def prediction_images(config: ml_collections.ConfigDict,
   return images
 
 
-def evaluate(config: ml_collections.ConfigDict, eval_step, state: train.TrainState,
-             pipes: pipeline.Pipelines, mesh,
-             examples: dict[str, Any] | None = None,
-             submission_path: str | None = None) -> dict[str, float]:
-  """Runs every test example through halt_max_steps supervision steps; returns the metrics.
-
-  Exact accuracy and token accuracy of the last step, and the same with adaptive halting
-  (stop each puzzle at its first step with q_halt > 0) with its mean number of steps. For
-  ARC, the voting metrics (pass@K over augmented versions, §8) are added. If `examples` is a
-  dict, the first batch's inputs, labels and preds (host arrays) are stored in it. For ARC,
-  process 0 writes the Kaggle submission (top-2 voted attempts) to `submission_path`.
-  """
-  start = time.perf_counter()
-  weights = state.eval_params()
-  totals = None
-  accumulator = None
-  if pipes.arc_spec is not None:
-    accumulator = arc_evaluation.ArcAccumulator(pipes.arc_spec)
-  for local_batch in pipes.eval:
-    model_inputs = {key: local_batch[key] for key in
-                    ('inputs', 'labels', 'puzzle_identifiers', 'mask')}
-    batch = sharding.global_batch_from_local(mesh, model_inputs)
-    out = eval_step(weights, state.constants, state.puzzle_table, batch)
-    metrics = out['metrics']
-    totals = metrics if totals is None else jax.tree_util.tree_map(jnp.add, totals, metrics)
-    if examples is not None and not examples:
-      examples.update(inputs=local_batch['inputs'], labels=local_batch['labels'],
-                      preds=sharding.fetch(out['preds'])[:len(local_batch['inputs'])])
-    if accumulator is not None:
-      meta = {key: local_batch[key] for key in ('task_index', 'version_index', 'test_index',
-                                                 'mask')}
-      meta = sharding.fetch(sharding.global_batch_from_local(mesh, meta))
-      preds, q_halt = sharding.fetch((out['preds'], out['q_halt']))
-      accumulator.update(meta, preds, q_halt)
-  sums = {key: float(value) for key, value in sharding.fetch(totals).items()}
-  count = max(sums['count'], 1.0)
-  results = {
-      'count': sums['count'],
-      'exact_accuracy': sums['exact_accuracy'] / count,
-      'accuracy': sums['accuracy'] / count,
-      'adaptive_exact_accuracy': sums['adaptive_exact_accuracy'] / count,
-      'adaptive_mean_steps': sums['adaptive_steps'] / count,
-      # The fixed halt_max_steps pass, host-side ARC vote collection included.
-      'eval_time_s': time.perf_counter() - start,
-  }
-  if config.eval.adaptive_halting:
-    results.update(evaluate_adaptive(config, state, pipes, mesh))
-  if accumulator is not None:
-    if submission_path and jax.process_index() == 0:
-      arc_evaluation.write_submission(accumulator, submission_path)
-    arc = accumulator.result()
-    results.update({key: float(value) for key, value in arc.items()
-                    if isinstance(value, (int, float))})
-  return results
-
-
 @dataclasses.dataclass
 class _Run:
-  """Everything built from the config before the first step."""
-  pipes: pipeline.Pipelines
+  """Everything built from the config and the run's numbers before the first step."""
   model: model_lib.RecursiveModel
   mesh: Any
   schedules: train.Schedules
@@ -166,22 +143,14 @@ class _Run:
   checkpointer: checkpointing.Checkpointer
 
 
-def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
-  """Validates, loads data, builds model/optimizer and opens the checkpoints of `workdir`."""
-  sharding.maybe_initialize_distributed()
-  config_validation.validate(config)
-  # Creates the directory too; failing here names the workdir before anything is loaded.
-  checkpointing.check_workdir_writable(workdir)
-  train_split, test_split = load_splits(config)
-  pipes = pipeline.build_pipelines(config, train_split, test_split, jax.process_index(),
-                                   jax.process_count())
-  config_validation.validate_against_data(config, pipes)
-  config.data.num_puzzle_identifiers = pipes.num_puzzle_identifiers
+def _build(config: ml_collections.ConfigDict, workdir: str, num_puzzle_identifiers: int,
+           schedule_steps: int) -> _Run:
+  """Builds model, optimizer and state shardings and opens the checkpoints of `workdir`."""
   mesh = sharding.create_mesh()
-  model = model_lib.build_model(config.model, seq_len=config.data.seq_len,
-                                vocab_size=config.data.vocab_size,
-                                num_puzzle_identifiers=pipes.num_puzzle_identifiers)
-  schedules = train.make_schedules(config, pipes.total_steps)
+  model = model_lib.RecursiveModel(model_lib.ModelConfig.create(
+      config.model, seq_len=config.data.seq_len, vocab_size=config.data.vocab_size,
+      num_puzzle_identifiers=num_puzzle_identifiers))
+  schedules = train.make_schedules(config, schedule_steps)
   tx = train.make_optimizer(config, schedules)
   init = functools.partial(train.create_train_state, model, tx, config)
   abstract_state = jax.eval_shape(init, jax.random.key(config.seed))
@@ -189,59 +158,61 @@ def _setup(config: ml_collections.ConfigDict, workdir: str) -> _Run:
   abstract_state = jax.tree_util.tree_map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
       state_sharding)
-  model_config = dict(config.model.to_dict(), seq_len=config.data.seq_len,
-                      vocab_size=config.data.vocab_size,
-                      num_puzzle_identifiers=pipes.num_puzzle_identifiers)
   checkpointer = checkpointing.Checkpointer(
       workdir, save_interval_steps=config.train.checkpoint_every_steps,
       max_to_keep=config.train.keep_checkpoints, best_metric=_best_metric(config),
-      model_config=model_config,
+      model_config=model.config.to_dict(),
       omit_fields=() if config.train.checkpoint_act_carry else ('carry',))
-  return _Run(pipes, model, mesh, schedules, tx, init, abstract_state, state_sharding,
-              checkpointer)
+  return _Run(model, mesh, schedules, tx, init, abstract_state, state_sharding, checkpointer)
+
+
+def _start(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Checks what can be checked before any data is read."""
+  sharding.maybe_initialize_distributed()
+  config_validation.validate(config)
+  # Creates the directory too; failing here names the workdir before anything is loaded.
+  checkpointing.check_workdir_writable(workdir)
+
+
+def _write_submission(evaluators: evaluation.Evaluators, workdir: str) -> None:
+  """ARC: process 0 writes the Kaggle submission (top-2 voted attempts, §8)."""
+  if evaluators.voting is not None and jax.process_index() == 0:
+    arc_evaluation.write_submission(evaluators.voting.accumulator,
+                                    os.path.join(workdir, 'submission.json'))
 
 
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Evaluates the latest checkpoint of `workdir` (EMA weights when on); returns metrics."""
-  run = _setup(config, workdir)
+  """Evaluates the latest checkpoint of `workdir` (EMA weights when on); returns metrics.
+
+  Builds the evaluation data only (ARC also reads its training tasks: they number the
+  puzzle identifiers).
+  """
+  _start(config, workdir)
+  train_split, test_split = load_splits(
+      config, with_train=pipeline.needs_train_split_for_eval(config))
+  catalog = None
+  if train_split is not None:
+    catalog = pipeline.arc_catalog(config, train_split, test_split)
+  data = pipeline.build_eval(config, test_split, jax.process_index(), jax.process_count(),
+                             catalog)
+  config_validation.validate_against_data(config, data)
+  # The schedules' length does not shape the optimizer state, which is all restoring needs.
+  run = _build(config, workdir, data.num_puzzle_identifiers, schedule_steps=1)
   try:
     restored = run.checkpointer.restore_latest(run.abstract_state)
     if restored is None:
       raise FileNotFoundError(f'No checkpoint to evaluate in {run.checkpointer.directory}.')
     state, _, step = restored
-    eval_step = train.jit_eval_step(run.model, config, run.mesh)
-    results = evaluate(config, eval_step, state, run.pipes, run.mesh,
-                       submission_path=os.path.join(workdir, 'submission.json'))
+    evaluators = evaluation.build_evaluators(config, run.model, run.mesh, data.eval,
+                                             data.arc_spec)
+    results = evaluators.run(state)
+    _write_submission(evaluators, workdir)
     logger = metrics_logging.MetricsLogger(workdir)
     logger.write(step, 'eval', results)
     logger.close()
     return results
   finally:
     run.checkpointer.close()
-
-
-def evaluate_adaptive(config: ml_collections.ConfigDict, state: train.TrainState,
-                      pipes: pipeline.Pipelines, mesh) -> dict[str, float]:
-  """A second pass with early exit (`train.adaptive_eval_step`), timed, so that adaptive
-  halting's speed is reported beside the fixed-steps evaluation's (`eval_time_s`)."""
-  model = model_lib.build_model(config.model, seq_len=config.data.seq_len,
-                                vocab_size=config.data.vocab_size,
-                                num_puzzle_identifiers=pipes.num_puzzle_identifiers)
-  step_fn = train.jit_adaptive_eval_step(model, config, mesh)
-  weights = state.eval_params()
-  totals = None
-  start = time.perf_counter()
-  for local_batch in pipes.eval:
-    batch = sharding.global_batch_from_local(mesh, {key: local_batch[key] for key in (
-        'inputs', 'labels', 'puzzle_identifiers', 'mask')})
-    metrics = step_fn(weights, state.constants, state.puzzle_table, batch)
-    totals = metrics if totals is None else jax.tree_util.tree_map(jnp.add, totals, metrics)
-  sums = {key: float(value) for key, value in sharding.fetch(totals).items()}
-  count = max(sums['count'], 1.0)
-  return {'early_exit_exact_accuracy': sums['adaptive_exact_accuracy'] / count,
-          'early_exit_mean_steps': sums['adaptive_steps'] / count,
-          'early_exit_batch_steps': sums['batch_steps'],
-          'early_exit_eval_time_s': time.perf_counter() - start}
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -253,16 +224,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     workdir: run directory: config.json, metrics.jsonl, tensorboard/, checkpoints/.
     progress: optional callback for a progress display (entry points only).
   """
-  run = _setup(config, workdir)
+  _start(config, workdir)
+  train_split, test_split = load_splits(config)
+  pipes = pipeline.build_pipelines(config, train_split, test_split, jax.process_index(),
+                                   jax.process_count())
+  numbers = run_numbers(config, pipes)
+  config_validation.validate_against_data(config, pipes, numbers)
+  run = _build(config, workdir, numbers.num_puzzle_identifiers, numbers.schedule_steps)
   _write_config(config, workdir)
-  pipes, checkpointer, mesh = run.pipes, run.checkpointer, run.mesh
-  total_steps = pipes.total_steps
-  if config.train.max_steps:
-    total_steps = min(total_steps, config.train.max_steps)
-  steps_per_eval = config.train.eval_every_steps or max(
-      1, round(pipes.total_steps * config.train.eval_interval / max(config.train.epochs, 1)))
+  checkpointer, mesh = run.checkpointer, run.mesh
+  total_steps, steps_per_eval = numbers.total_steps, numbers.steps_per_eval
   logging.info('%d training steps (%d per evaluation), %d puzzle identifiers.', total_steps,
-               steps_per_eval, pipes.num_puzzle_identifiers)
+               steps_per_eval, numbers.num_puzzle_identifiers)
   train_iter = iter(pipes.train)
   restored = checkpointer.restore_latest(run.abstract_state)
   if restored is None:
@@ -281,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   train_step = train.jit_train_step(run.model, run.tx, run.schedules, config, mesh,
                                     run.state_sharding)
-  eval_step = train.jit_eval_step(run.model, config, mesh)
+  evaluators = evaluation.build_evaluators(config, run.model, mesh, pipes.eval, pipes.arc_spec)
   logger = metrics_logging.MetricsLogger(workdir)
   step = int(state.step)
   totals = None
@@ -336,12 +309,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
       if step % steps_per_eval == 0 or step == total_steps:
         check_finite()
-        examples = {}
-        last_eval = evaluate(config, eval_step, state, pipes, mesh, examples,
-                             submission_path=os.path.join(workdir, 'submission.json'))
+        last_eval = evaluators.run(state)
+        _write_submission(evaluators, workdir)
         logger.write(step, 'eval', last_eval)
         if jax.process_index() == 0:
-          logger.write_images(step, prediction_images(config, examples))
+          logger.write_images(step, prediction_images(config, evaluators.exact.examples))
         save(force=True, metrics=last_eval)
         log_timer = (time.perf_counter(), step)
       elif checkpointer.should_save(step):

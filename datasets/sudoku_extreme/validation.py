@@ -30,6 +30,28 @@ def _unit_violation(grid: np.ndarray) -> str | None:
   return f'{kind} {index % 9 + 1} repeats a digit ({"".join(map(str, units[index]))})'
 
 
+def answer_problem(question: np.ndarray, answer: np.ndarray) -> str | None:
+  """Why `answer` is not the solution of `question`, or None when it is.
+
+  Args:
+    question: int digits [81], 0 for a blank.
+    answer: int digits [81], each 1-9.
+
+  Returns:
+    'not a valid Sudoku: <first broken unit>' or 'contradicts the given at row R, column C
+    (question Q, answer A)', or None.
+  """
+  violation = _unit_violation(np.asarray(answer).reshape(9, 9))
+  if violation:
+    return f'not a valid Sudoku: {violation}'
+  mismatch = np.flatnonzero((question > 0) & (question != answer))
+  if mismatch.size:
+    cell = int(mismatch[0])
+    return (f'contradicts the given at row {cell // 9 + 1}, column {cell % 9 + 1} '
+            f'(question {question[cell]}, answer {answer[cell]})')
+  return None
+
+
 def parse_row(row: hub_csv.HubRow) -> tuple[np.ndarray, np.ndarray]:
   """Validates one Sudoku row and returns `(inputs, labels)`, int32 tokens `[81]` each.
 
@@ -50,14 +72,9 @@ def parse_row(row: hub_csv.HubRow) -> tuple[np.ndarray, np.ndarray]:
           f'{"".join(sorted(allowed))!r}.')
   question = _digits(row.question)
   answer = _digits(row.answer)
-  violation = _unit_violation(answer.reshape(9, 9))
-  if violation:
-    raise hub_csv.DataFormatError(f'{row.where()}: answer is not a valid Sudoku: {violation}.')
-  given = question > 0
-  mismatch = np.flatnonzero(given & (question != answer))
-  if mismatch.size:
-    cell = int(mismatch[0])
-    raise hub_csv.DataFormatError(
-        f'{row.where()}: answer contradicts the given at row {cell // 9 + 1}, column '
-        f'{cell % 9 + 1} (question {question[cell]}, answer {answer[cell]}).')
+  problem = answer_problem(question, answer)
+  if problem:
+    # 'answer is not a valid Sudoku: ...' / 'answer contradicts the given ...'.
+    verb = 'is ' if problem.startswith('not ') else ''
+    raise hub_csv.DataFormatError(f'{row.where()}: answer {verb}{problem}.')
   return question + 1, answer + 1

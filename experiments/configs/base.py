@@ -53,7 +53,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   data.num_augmentations = 1000  # Augmented versions per puzzle (§7).
   data.fresh_augmentation = False  # True: new random augmentation every epoch.
   data.augmentation_seed = 0
-  data.num_puzzle_identifiers = 1  # Set from the data set at run time.
   # Epochs packed back to back before the last partial batch is dropped; 0 means
   # train.eval_interval, as the reference packs one evaluation interval at a time.
   data.epochs_per_iteration = 0
@@ -91,8 +90,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   # across devices, so N devices compute what one does (docs/multi_device.md);
   # 'auto': XLA partitions the whole step.
   train.data_parallel = 'shard_map'
-
-  train.metrics_sync_every_steps = 0  # >0: check loss finiteness this often (0: at logs).
 
   # --- Evaluation ---
   evaluation = config.eval = ml_collections.ConfigDict()

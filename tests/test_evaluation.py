@@ -1,12 +1,13 @@
-"""Tests of the pure steps in tiny_recursive/train.py: evaluation with and without early exit."""
+"""Tests of tiny_recursive/evaluation.py: the fixed-steps and early-exit passes agree."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from experiments.configs import tiny
+from tiny_recursive import act
+from tiny_recursive import evaluation
 from tiny_recursive import model as model_lib
-from tiny_recursive import train
 
 
 def _setup(q_bias: float):
@@ -32,21 +33,26 @@ def _setup(q_bias: float):
 def test_early_exit_matches_the_fixed_pass_adaptive_metrics():
   for q_bias in (-0.3, 0.0, 0.3):
     config, model, params, constants, table, batch = _setup(q_bias)
-    fixed = train.eval_step(params, constants, table, batch, model=model, config=config)
-    early = train.adaptive_eval_step(params, constants, table, batch, model=model,
-                                     config=config)
+    fixed = evaluation.fixed_steps_pass(params, constants, table, batch, model=model,
+                                        ignore_label_id=0)
+    early = evaluation.early_exit_pass(params, constants, table, batch, model=model,
+                                       ignore_label_id=0)
     assert int(early['count']) == 10
     assert int(early['adaptive_exact_accuracy']) == int(
         fixed['metrics']['adaptive_exact_accuracy'])
     assert int(early['adaptive_steps']) == int(fixed['metrics']['adaptive_steps'])
     # The batch runs until its slowest real puzzle halts, never beyond the limit.
-    halt_steps = np.asarray(fixed['halt_step'])[:10]
+    run = act.run_eval_steps(model, params, constants,
+                             model.puzzle_rows(table, batch['puzzle_identifiers']),
+                             batch['inputs'], config.model.halt_max_steps)
+    halt_steps = np.asarray(run.halt_step)[:10]
     assert int(early['batch_steps']) == halt_steps.max() <= config.model.halt_max_steps
 
 
 def test_early_exit_stops_when_every_puzzle_halts_at_once():
   config, model, params, constants, table, batch = _setup(10.0)
   params['q_head']['kernel'] = jnp.zeros_like(params['q_head']['kernel'])
-  early = train.adaptive_eval_step(params, constants, table, batch, model=model, config=config)
+  early = evaluation.early_exit_pass(params, constants, table, batch, model=model,
+                                     ignore_label_id=0)
   assert int(early['batch_steps']) == 1
   assert int(early['adaptive_steps']) == 10
