@@ -11,6 +11,7 @@ The numeric check compares every leaf of the state after one step on one and two
 with batches from the trainer's own input pipeline and batch path.
 """
 
+import json
 import os
 import pathlib
 import subprocess
@@ -101,3 +102,26 @@ def test_compiler_partitioning_leaves_the_gradient_sum_implicit(tmp_path_factory
   result = _run_check('auto', data_dir)
   assert result.returncode != 0
   assert 'ALL_REDUCE_OPERANDS 0' in result.stdout, result.stdout + result.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_check_script_compares_one_device_with_all(tmp_path):
+  """scripts/check_multi_device.sh on 2 fake CPU devices: both runs, then the table."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             PATH=f'{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ["PATH"]}',
+             PYTHONPATH=str(REPO_ROOT))
+  result = subprocess.run(
+      ['bash', str(REPO_ROOT / 'scripts' / 'check_multi_device.sh'), '3', str(tmp_path),
+       '--config=tiny', f'--config.data.data_dir={tmp_path / "data"}',
+       '--config.eval.max_examples=16'],
+      cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  table = [line for line in result.stdout.splitlines() if line.startswith('| ')]
+  assert [line.split(' | ')[0] for line in table[2:]] == ['| 1', '| 2', '| 3']
+  assert 'rel. diff' in table[0]
+  # The first step starts from the same state and batch: equal to float32 rounding.
+  first = [cell.strip() for cell in table[2].split('|')[1:-1]]
+  assert first[1] == first[3] and first[4] in ('+0.00%', '-0.00%'), table
+  with open(tmp_path / 'one' / 'config.json') as f:
+    assert json.load(f)['train']['data_parallel'] == 'shard_map'
