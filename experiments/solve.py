@@ -41,6 +41,7 @@ import numpy as np
 
 from datasets.arc_agi import arc_files
 from datasets.maze_hard import grid as maze_grid
+from datasets.maze_hard import validation as maze_validation
 from datasets.sudoku_extreme import validation as sudoku_validation
 from experiments import config_loading
 from experiments import predict
@@ -256,39 +257,20 @@ def maze_text(tokens: np.ndarray) -> str:
 
 
 def maze_validity(maze: np.ndarray, answer: np.ndarray) -> tuple[bool, bool, str]:
-  """Checks a predicted maze answer [900] against the maze [900] (tokens of §2).
+  """Checks a predicted maze answer [900] against the maze [900] (tokens of §2) with the
+  data set's own validator (`datasets.maze_hard.validation.check_path`).
 
   Returns:
     (is_path, is_shortest, reason): is_path when the answer keeps every wall, S and G of the
-    maze, marks `o` only on open cells, and the `o` cells connect S to G; is_shortest when,
-    in addition, S-G through them takes as many steps as the shortest path of the maze and
-    no `o` cell is off it.
+    maze, marks `o` only on open cells, and the `o` cells connect S to G; is_shortest when
+    they are, besides, a shortest S-G path.
   """
-  size = maze_grid.SIZE
-  maze = np.asarray(maze).reshape(size, size)
-  answer = np.asarray(answer).reshape(size, size)
-  path_token = rendering.MAZE_PATH
-  expected = np.where(answer == path_token, rendering.MAZE_OPEN, answer)
-  differs = np.argwhere(expected != maze)
-  if differs.size:
-    r, c = (int(v) for v in differs[0])
-    text = maze_text(answer.reshape(-1)).splitlines()[r][c]
-    original = maze_text(maze.reshape(-1)).splitlines()[r][c]
-    return False, False, (f'the answer changes the maze at line {r + 1}, column {c + 1} '
-                          f'({original!r} -> {text!r}); {len(differs)} such cell(s)')
-  start = tuple(int(v) for v in np.argwhere(maze == rendering.MAZE_START)[0])
-  goal = tuple(int(v) for v in np.argwhere(maze == rendering.MAZE_GOAL)[0])
-  on_path = answer == path_token
-  path_cells = on_path | (maze == rendering.MAZE_START) | (maze == rendering.MAZE_GOAL)
-  path_steps = int(maze_grid.distances(path_cells, start)[goal])
-  shortest = int(maze_grid.distances(maze != rendering.MAZE_WALL, start)[goal])
-  if path_steps < 0:
-    return False, False, f'the {int(on_path.sum())} o cell(s) do not connect S to G'
-  if path_steps == shortest and int(on_path.sum()) == shortest - 1:
-    return True, True, f'the o cells form a shortest S-G path ({shortest} steps)'
-  return True, False, (f'the o cells connect S to G in {path_steps} steps with '
-                       f'{int(on_path.sum())} o cell(s); the shortest path takes {shortest} '
-                       f'steps ({shortest - 1} cells between S and G)')
+  def codes(tokens):
+    text = maze_text(np.asarray(tokens).reshape(-1)).replace('\n', '')
+    return np.frombuffer(text.encode('ascii'), np.uint8).reshape(maze_grid.SIZE, maze_grid.SIZE)
+
+  check = maze_validation.check_path(codes(maze), codes(answer))
+  return check.is_path, check.is_shortest, check.reason
 
 
 # --- ARC -----------------------------------------------------------------------------------

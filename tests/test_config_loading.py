@@ -10,8 +10,10 @@ from tiny_recursive import model as model_lib
 
 
 def test_names_resolve_to_files_and_paths_pass_through():
-  path = config_loading.resolve_config_argument('arc_agi1')
-  assert path.endswith(os.path.join('configs', 'arc_agi1.py')) and os.path.exists(path)
+  path = config_loading.resolve_config_argument('tiny')
+  assert path.endswith(os.path.join('configs', 'tiny.py')) and os.path.exists(path)
+  alias = config_loading.resolve_config_argument('arc_agi1')
+  assert alias.endswith(os.path.join('configs', 'arc_agi.py') + ':1')
   variant = config_loading.resolve_config_argument('sudoku_extreme:att')
   assert variant.endswith('sudoku_extreme.py:att')
   assert config_loading.resolve_config_argument('some/dir/file.py:x') == 'some/dir/file.py:x'
@@ -32,15 +34,21 @@ def test_unknown_name_is_a_one_line_error_with_exit_status_2(capsys):
   assert message.count('\n') == 1
 
 
+def test_an_alias_takes_no_further_argument():
+  with pytest.raises(ValueError, match='names .sudoku_extreme:mlp. already'):
+    config_loading.resolve_config_argument('sudoku_extreme_mlp:att')
+
+
+def test_aliases_load_the_variant_they_name():
+  assert (config_loading.load_config('sudoku_extreme_att').to_dict()
+          == config_loading.load_config('sudoku_extreme:att').to_dict())
+  assert config_loading.load_config('arc_agi2').data.builder_config == 'arc_agi_2'
+
+
 @pytest.mark.parametrize('name', config_loading.available_config_names())
 def test_every_shipped_config_is_valid(name):
-  """Each config file (default variant) passes validation and builds its model."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location(name, os.path.join(config_loading.CONFIG_DIR,
-                                                                   f'{name}.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
+  """Each config name (default variant) passes validation and builds its model."""
+  config = config_loading.load_config(name)
   config_validation.validate(config)
   model_lib.build_model(config.model, seq_len=config.data.seq_len,
                         vocab_size=config.data.vocab_size)

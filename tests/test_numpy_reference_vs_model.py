@@ -11,8 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments.configs import arc_agi1
-from experiments.configs import sudoku_extreme_mlp
+from experiments import config_loading
 from experiments.configs import tiny
 from tests import numpy_reference as ref
 from tiny_recursive import act
@@ -31,14 +30,14 @@ def relative_error(actual, expected) -> float:
 
 def sudoku_mlp_config(h_cycles=2, l_cycles=1):
   """Sudoku TRM-MLP at full width, sequence and vocabulary; fewer cycles for speed."""
-  config = sudoku_extreme_mlp.get_config()
+  config = config_loading.load_config('sudoku_extreme_mlp')
   config.model.h_cycles, config.model.l_cycles = h_cycles, l_cycles
   return config
 
 
 def arc_attention_config(h_cycles=1, l_cycles=1):
   """ARC TRM-Att at full width, 900 tokens, 12-token vocabulary, RoPE; fewer cycles."""
-  config = arc_agi1.get_config()
+  config = config_loading.load_config('arc_agi1')
   config.model.h_cycles, config.model.l_cycles = h_cycles, l_cycles
   return config
 

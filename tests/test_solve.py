@@ -167,14 +167,14 @@ def test_maze_validity(tmp_path):
   for r, c in ((4, 1), (4, 2), (4, 3), (4, 4), (4, 5)):
     detour[r, c] = 5
   is_path, is_shortest, reason = solve.maze_validity(maze, detour.reshape(-1))
-  assert is_path and not is_shortest and 'shortest path takes 6 steps' in reason
+  assert is_path and not is_shortest and 'shortest path: 6 steps' in reason
   broken = shortest.copy()
   broken[3, 3] = 2
   assert solve.maze_validity(maze, broken.reshape(-1))[:2] == (False, False)
   wall_moved = shortest.copy()
   wall_moved[0, 0] = 2
   is_path, _, reason = solve.maze_validity(maze, wall_moved.reshape(-1))
-  assert not is_path and 'line 1, column 1' in reason
+  assert not is_path and 'row 1, column 1' in reason
 
 
 def test_halting_step():

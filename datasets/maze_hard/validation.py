@@ -1,9 +1,52 @@
 """Validation of Maze-Hard rows: characters, S/G, and the label's path being shortest."""
 
+import dataclasses
+
 import numpy as np
 
 from datasets.maze_hard import grid
 from datasets.sudoku_extreme import hub_csv
+
+
+@dataclasses.dataclass(frozen=True)
+class PathCheck:
+  """How an answer's `o` cells stand against its maze.
+
+  is_path: the answer keeps every wall, S and G, marks `o` on open cells only, and the `o`
+    cells connect S to G. is_shortest: besides, they are a shortest S-G path. reason: what
+    is wrong, or what the path is.
+  """
+  is_path: bool
+  is_shortest: bool
+  reason: str
+
+
+def check_path(question: np.ndarray, answer: np.ndarray) -> PathCheck:
+  """Checks the `o` cells of `answer` against `question`, both `[30, 30]` character codes
+  (`np.uint8` of `# SGo`), the question holding exactly one `S` and one `G`."""
+  on_path = answer == ord('o')
+  changed = (question != answer) & ~(on_path & (question == ord(' ')))
+  if np.any(changed):
+    r, c = (int(i) for i in np.argwhere(changed)[0])
+    return PathCheck(False, False, (
+        f'answer differs from the question at row {r + 1}, column {c + 1} '
+        f'({chr(question[r, c])!r} -> {chr(answer[r, c])!r}; {int(changed.sum())} such '
+        "cell(s)); only open cells may become 'o'"))
+  start = tuple(int(i) for i in np.argwhere(question == ord('S'))[0])
+  goal = tuple(int(i) for i in np.argwhere(question == ord('G'))[0])
+  steps = int(grid.distances(question != ord('#'), start)[goal])
+  if steps < 0:
+    return PathCheck(False, False, 'no path from S to G')
+  path_cells = on_path | (question == ord('S')) | (question == ord('G'))
+  path_steps = int(grid.distances(path_cells, start)[goal])
+  cells = int(on_path.sum())
+  if path_steps == steps and cells == steps - 1:
+    return PathCheck(True, True, f"the 'o' cells form a shortest S-G path ({steps} steps)")
+  how = ('they do not connect S to G' if path_steps < 0 else
+         f'they connect S to G in {path_steps} steps')
+  return PathCheck(path_steps >= 0, False, (
+      f"the 'o' cells of the answer ({cells} cells) are not a shortest S-G path: {how} "
+      f'(shortest path: {steps} steps, {steps - 1} cells between S and G)'))
 
 
 def parse_row(row: hub_csv.HubRow) -> tuple[np.ndarray, np.ndarray]:
@@ -33,24 +76,7 @@ def parse_row(row: hub_csv.HubRow) -> tuple[np.ndarray, np.ndarray]:
     if count != 1:
       raise hub_csv.DataFormatError(
           f'{where}: question must have exactly one {char!r}, got {count}.')
-  on_path = answer == ord('o')
-  changed = question != answer
-  if np.any(changed & ~(on_path & (question == ord(' ')))):
-    r, c = np.argwhere(changed & ~(on_path & (question == ord(' '))))[0]
-    raise hub_csv.DataFormatError(
-        f'{where}: answer differs from the question at row {r}, column {c} '
-        f'({chr(question[r, c])!r} -> {chr(answer[r, c])!r}); only open cells may become '
-        "'o'.")
-  start = tuple(int(i) for i in np.argwhere(question == ord('S'))[0])
-  goal = tuple(int(i) for i in np.argwhere(question == ord('G'))[0])
-  steps = grid.distances(question != ord('#'), start)[goal]
-  if steps < 0:
-    raise hub_csv.DataFormatError(f'{where}: no path from S to G.')
-  path_cells = on_path | (question == ord('S')) | (question == ord('G'))
-  path_steps = grid.distances(path_cells, start)[goal]
-  if path_steps != steps or int(on_path.sum()) != steps - 1:
-    raise hub_csv.DataFormatError(
-        f"{where}: the 'o' cells of the answer ({int(on_path.sum())} cells) are not a "
-        f'shortest S-G path (shortest path: {steps} steps, {steps - 1} cells between S and '
-        'G).')
+  check = check_path(question, answer)
+  if not check.is_shortest:
+    raise hub_csv.DataFormatError(f'{where}: {check.reason}.')
   return grid.to_tokens(row.question), grid.to_tokens(row.answer)

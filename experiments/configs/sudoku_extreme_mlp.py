@@ -1,7 +1,0 @@
-"""Sudoku-Extreme TRM-MLP with the reference hyperparameters (TRM_REFERENCE.md §6)."""
-
-from experiments.configs import sudoku_extreme
-
-
-def get_config():
-  return sudoku_extreme.get_config('mlp')
