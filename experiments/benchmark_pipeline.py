@@ -14,10 +14,10 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 
+from experiments import cli
 from tiny_recursive.data import pipeline
 
 _TASK = flags.DEFINE_enum('task', 'sudoku', ['sudoku', 'arc'], 'Data set to benchmark.')
@@ -115,4 +115,4 @@ class _Split:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -7,7 +7,6 @@ parses the flags.
 """
 
 import os
-import sys
 from typing import Sequence
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'configs')
@@ -44,11 +43,3 @@ def expand_config_argv(argv: Sequence[str], flag: str = 'config') -> list[str]:
       expanded[i + 1] = resolve_config_argument(expanded[i + 1])
   return expanded
 
-
-def expand_config_argv_or_exit(argv: Sequence[str], flag: str = 'config') -> list[str]:
-  """`expand_config_argv` for entry points: a bad name is a one-line error and exit status 2."""
-  try:
-    return expand_config_argv(argv, flag)
-  except ValueError as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)

@@ -9,7 +9,6 @@ Rerunning the same command resumes from the latest checkpoint in --workdir.
 """
 
 import json
-import re
 import sys
 
 from absl import app
@@ -18,7 +17,7 @@ from absl import logging
 import tqdm
 from ml_collections import config_flags
 
-from experiments import config_loading
+from experiments import cli
 
 
 class _DropUntrackedMetricWarning:
@@ -26,31 +25,6 @@ class _DropUntrackedMetricWarning:
 
   def filter(self, record) -> bool:
     return 'did not provide metrics' not in record.getMessage()
-
-
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with an unknown `--config.KEY` reported in one line (exit status 2).
-
-  ml_collections raises AttributeError/KeyError from inside flag parsing for such a key, which
-  absl would otherwise show as a long traceback.
-  """
-  try:
-    return app.parse_flags_with_usage(argv)
-  except (AttributeError, KeyError) as error:
-    detail = error
-    while isinstance(detail, BaseException) and detail.args:
-      detail = detail.args[0]
-    detail = str(detail)
-    match = re.match(r"'([^']+)'", detail)
-    overrides = [arg for arg in argv if arg.startswith('--config.')]
-    if match:
-      named = [arg for arg in overrides
-               if match.group(1) in arg.partition('=')[0][len('--config.'):].split('.')]
-      overrides = named or overrides
-    hint = ' '.join(detail.split('\n')[1:])
-    print(f'error: {" ".join(overrides)}: the config has no key '
-          f'{match.group(1) if match else detail!r}. {hint}'.rstrip(), file=sys.stderr)
-    sys.exit(2)
 
 
 def define_flags():
@@ -65,25 +39,14 @@ def define_flags():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  if not flags.FLAGS['verbosity'].present:
-    # Keep the terminal to the progress bar, warnings and the result; pass -v 0 for INFO.
-    logging.set_verbosity(logging.WARNING)
   logging.get_absl_logger().addFilter(_DropUntrackedMetricWarning())
   # pylint: disable=g-import-not-at-top
-  from tiny_recursive import checkpointing
-  from tiny_recursive import config_validation
   from tiny_recursive import trainer
   # pylint: enable=g-import-not-at-top
   try:
     _run()
-  except (config_validation.ConfigError, FileNotFoundError,
-          checkpointing.WorkdirNotWritableError) as error:
-    # Bad input: one readable line rather than a traceback.
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
   except trainer.NonFiniteLossError as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(1)
+    cli.fail(error, status=1)
 
 
 def _run() -> None:
@@ -118,5 +81,4 @@ def _run() -> None:
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, argv=config_loading.expand_config_argv_or_exit(sys.argv),
-          flags_parser=_parse_flags)
+  cli.run(main)
