@@ -8,6 +8,8 @@ place only when complete, so a failed build leaves nothing behind (downloads, wh
 manual directory is given, are cached in DIR/downloads as TFDS does).
 """
 
+import contextlib
+import io
 import os
 import shutil
 import sys
@@ -23,6 +25,7 @@ import tensorflow_datasets as tfds
 from datasets.arc_agi import arc_agi_dataset_builder
 from datasets.maze_hard import maze_hard_dataset_builder
 from datasets.sudoku_extreme import sudoku_extreme_dataset_builder
+from experiments import cli
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     'sudoku_extreme': sudoku_extreme_dataset_builder.SudokuExtreme,
@@ -85,9 +88,10 @@ def build(name: str, builder_config: str, data_dir: str | None,
     # TFDS would still create an empty downloads folder, so keep that in staging.
     download_dir = (os.path.join(staging, 'downloads') if manual_dir is not None
                     else os.path.join(data_dir, 'downloads'))
-    builder.download_and_prepare(
-        download_dir=download_dir,
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+    with _quiet_tfds():
+      builder.download_and_prepare(
+          download_dir=download_dir,
+          download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
     built = os.path.join(staging, name, builder_config, str(builder.version))
     os.makedirs(os.path.dirname(target), exist_ok=True)
     os.rename(built, target)
@@ -99,6 +103,24 @@ def build(name: str, builder_config: str, data_dir: str | None,
     _remove_empty_tree(os.path.join(data_dir, 'downloads'))
   logging.info('Built %s/%s in %s', name, builder_config, target)
   return target
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  """Hides TFDS's progress bars and printed notes unless absl logs INFO (`-v 0`).
+
+  The notes name the temporary staging directory, not where the data set ends up, and a
+  failed build would leave its progress bars above the one-line error.
+  """
+  if logging.level_info():
+    yield
+    return
+  tfds.display_progress_bar(False)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    tfds.display_progress_bar(True)
 
 
 def _remove_empty_tree(path: str) -> None:
@@ -141,4 +163,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -9,17 +9,15 @@ warmup_s, train_step_ms, train_examples_per_s, train_tflops, eval_puzzles_per_s,
 
 import json
 import os
-import sys
 import time
 
-from absl import app
 from absl import flags
 import jax
 import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
-from experiments import config_loading
+from experiments import cli
 from experiments import profiling
 from tiny_recursive import evaluation
 from tiny_recursive import flops
@@ -124,4 +122,4 @@ def main(argv):
 
 
 if __name__ == '__main__':
-  app.run(main, argv=config_loading.expand_config_argv_or_exit(sys.argv))
+  cli.run(main)

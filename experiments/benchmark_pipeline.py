@@ -1,7 +1,7 @@
 """Training-iterator throughput of the input pipeline (examples/s on this host).
 
   python -m experiments.benchmark_pipeline --task=sudoku
-  python -m experiments.benchmark_pipeline --task=arc --arc_dir=/work/shared/data/arc
+  python -m experiments.benchmark_pipeline --task=arc --arc_dir=DIR_WITH_KAGGLE_JSON
 
 Sudoku: 1,000 puzzles x 1,000 on-the-fly augmentations (synthetic tokens: the cost does
 not depend on the digits). ARC: the ARC-AGI-1 run's tasks (training + evaluation +
@@ -14,10 +14,10 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 import numpy as np
 
+from experiments import cli
 from tiny_recursive.data import packing
 from tiny_recursive.data import puzzle_sources
 
@@ -26,7 +26,7 @@ _BATCH = flags.DEFINE_integer('global_batch_size', 768, 'Global batch size.')
 _STEPS = flags.DEFINE_integer('steps', 200, 'Batches to time (after 5 warm-up batches).')
 _PREFETCH = flags.DEFINE_integer('prefetch_buffer_size', 4, 'Prefetch buffer (0: none).')
 _NUM_AUG = flags.DEFINE_integer('num_augmentations', 1000, 'Augmented versions per puzzle.')
-_ARC_DIR = flags.DEFINE_string('arc_dir', '/work/shared/data/arc',
+_ARC_DIR = flags.DEFINE_string('arc_dir', '',
                                'Kaggle-layout ARC JSON folder; empty: synthetic tasks.')
 
 
@@ -116,4 +116,4 @@ class _Split:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

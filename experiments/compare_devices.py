@@ -23,9 +23,7 @@ import jax
 import numpy as np
 from ml_collections import config_flags
 
-import sys
-
-from experiments import config_loading
+from experiments import cli
 from tiny_recursive import model as model_lib
 from tiny_recursive import sharding
 from tiny_recursive import train
@@ -172,4 +170,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flag_as_required('config')
-  app.run(main, argv=config_loading.expand_config_argv_or_exit(sys.argv))
+  cli.run(main)

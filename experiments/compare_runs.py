@@ -9,6 +9,7 @@ difference from the baseline at the same step. The last row is the final evaluat
 from absl import app
 from absl import flags
 
+from experiments import cli
 from tiny_recursive import metrics_logging
 
 _WORKDIRS = flags.DEFINE_list('workdirs', None, 'Run directories (first: baseline).',
@@ -60,4 +61,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

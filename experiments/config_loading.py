@@ -9,7 +9,6 @@ gives the same config in Python.
 
 import importlib.util
 import os
-import sys
 from typing import Sequence
 
 import ml_collections
@@ -61,15 +60,6 @@ def expand_config_argv(argv: Sequence[str], flag: str = 'config') -> list[str]:
     elif arg == f'--{flag}' and i + 1 < len(expanded):
       expanded[i + 1] = resolve_config_argument(expanded[i + 1])
   return expanded
-
-
-def expand_config_argv_or_exit(argv: Sequence[str], flag: str = 'config') -> list[str]:
-  """`expand_config_argv` for entry points: a bad name is a one-line error and exit status 2."""
-  try:
-    return expand_config_argv(argv, flag)
-  except ValueError as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
 
 
 def load_config(value: str) -> ml_collections.ConfigDict:

@@ -10,7 +10,6 @@ and by `checkpointing.load_model`.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
@@ -18,7 +17,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
-from experiments import config_loading
+from experiments import cli
 from tiny_recursive import checkpointing
 from tiny_recursive import torch_import
 
@@ -72,4 +71,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, argv=config_loading.expand_config_argv_or_exit(sys.argv))
+  cli.run(main)

@@ -10,14 +10,13 @@ evaluation as JSON.
 """
 
 import json
-import sys
 
 from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from experiments import cli
 from experiments import command_line
-from experiments import config_loading
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config name (see experiments/configs) or path[:argument].',
@@ -31,19 +30,18 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  command_line.quiet_logging()
+  command_line.drop_untracked_metric_warning()
   from tiny_recursive import trainer  # pylint: disable=g-import-not-at-top
-
-  def run():
+  try:
     if _MODE.value == 'eval':
-      return trainer.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
-    with command_line.ProgressBar() as progress:
-      return trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=progress)
-
-  results = command_line.run_or_exit(run)
+      results = trainer.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
+    else:
+      with command_line.ProgressBar() as progress:
+        results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=progress)
+  except trainer.NonFiniteLossError as error:
+    cli.fail(error, status=1)
   print(json.dumps({'final_eval': results}, sort_keys=True), flush=True)
 
 
 if __name__ == '__main__':
-  app.run(main, argv=config_loading.expand_config_argv_or_exit(sys.argv),
-          flags_parser=command_line.parse_flags)
+  cli.run(main)

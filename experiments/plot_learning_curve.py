@@ -14,9 +14,9 @@ import json
 import os
 from typing import Any
 
-from absl import app
 from absl import flags
 
+from experiments import cli
 from tiny_recursive import atomic_files
 
 _METRICS = flags.DEFINE_string('metrics', None, 'A run\'s metrics.jsonl.', required=True)
@@ -106,4 +106,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -12,7 +12,6 @@ training workdir (its latest checkpoint, EMA weights).
 """
 
 import os
-import sys
 import zipfile
 from typing import Any, Mapping
 
@@ -25,7 +24,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
-from experiments import config_loading
+from experiments import cli
 from tiny_recursive import atomic_files
 from tiny_recursive import act
 from tiny_recursive import checkpointing
@@ -239,4 +238,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, argv=config_loading.expand_config_argv_or_exit(sys.argv))
+  cli.run(main)

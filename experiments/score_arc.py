@@ -4,9 +4,9 @@
       --solutions=/path/arc-agi_evaluation_solutions.json
 """
 
-from absl import app
 from absl import flags
 
+from experiments import cli
 from tiny_recursive import arc_evaluation
 
 _SUBMISSION = flags.DEFINE_string('submission', None, 'Kaggle submission.json to score.')
@@ -26,4 +26,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['submission', 'solutions'])
-  app.run(main)
+  cli.run(main)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 from typing import Any, Sequence
 
 from absl import app
@@ -43,7 +42,7 @@ from datasets.arc_agi import arc_files
 from datasets.maze_hard import grid as maze_grid
 from datasets.maze_hard import validation as maze_validation
 from datasets.sudoku_extreme import validation as sudoku_validation
-from experiments import config_loading
+from experiments import cli
 from experiments import predict
 from tiny_recursive import act
 from tiny_recursive import arc_evaluation
@@ -675,4 +674,4 @@ def main(argv):
 
 if __name__ == '__main__':
   define_flags()
-  app.run(main, argv=config_loading.expand_config_argv_or_exit(sys.argv))
+  cli.run(main)

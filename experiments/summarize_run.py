@@ -6,9 +6,10 @@ r"""Prints a run's logged metrics as one line per row, for logs and training not
 from collections.abc import Iterable
 from typing import Any
 
-from absl import app
 from absl import flags
+from etils import epath
 
+from experiments import cli
 from tiny_recursive import metrics_logging
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory holding metrics.jsonl.',
@@ -32,10 +33,12 @@ def format_rows(rows: Iterable[dict[str, Any]]) -> list[str]:
 
 def main(argv: list[str]) -> None:
   del argv
+  if not (epath.Path(_WORKDIR.value) / metrics_logging.METRICS_FILE).exists():
+    raise FileNotFoundError(f'--workdir={_WORKDIR.value}: no {metrics_logging.METRICS_FILE} in it.')
   rows = [row for row in metrics_logging.read_metrics(_WORKDIR.value, _SPLIT.value)
           if row['step'] > _SINCE_STEP.value]
   print('\n'.join(format_rows(rows)))
 
 
 if __name__ == '__main__':
-  app.run(main)
+  cli.run(main)

@@ -19,13 +19,13 @@ import io
 import json
 import os
 import shutil
-import sys
 import tarfile
 import tempfile
 
 from absl import app
 from absl import flags
 
+from experiments import cli
 from tiny_recursive import atomic_files
 
 MANIFEST = 'manifest.json'
@@ -127,22 +127,18 @@ def main(argv):
   if len(argv) != 2 or argv[1] not in ('pack', 'unpack'):
     raise app.UsageError('usage: python -m experiments.transfer_state pack|unpack [flags]')
   f = flags.FLAGS
-  try:
-    if argv[1] == 'pack':
-      parts = None
-      if f.parts:
-        first, _, last = f.parts.partition(':')
-        parts = (int(first), int(last))
-      manifest = pack(f.workdir, f.output, f.chunk_mb, f.step, parts)
-      print(f'step {manifest["step"]}: {manifest["total_bytes"]} bytes in '
-            f'{len(manifest["chunks"])} chunk(s) -> {f.output}')
-    else:
-      print(f'unpacked step {unpack(f.input, f.workdir)} into {f.workdir}')
-  except (FileNotFoundError, ValueError) as error:
-    print(f'error: {error}', file=sys.stderr)
-    sys.exit(2)
+  if argv[1] == 'pack':
+    parts = None
+    if f.parts:
+      first, _, last = f.parts.partition(':')
+      parts = (int(first), int(last))
+    manifest = pack(f.workdir, f.output, f.chunk_mb, f.step, parts)
+    print(f'step {manifest["step"]}: {manifest["total_bytes"]} bytes in '
+          f'{len(manifest["chunks"])} chunk(s) -> {f.output}')
+  else:
+    print(f'unpacked step {unpack(f.input, f.workdir)} into {f.workdir}')
 
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

@@ -25,15 +25,6 @@ def test_argv_forms_are_expanded():
   assert config_loading.expand_config_argv(['prog', '--config', 'tiny'])[2].endswith('tiny.py')
 
 
-def test_unknown_name_is_a_one_line_error_with_exit_status_2(capsys):
-  with pytest.raises(SystemExit) as exit_info:
-    config_loading.expand_config_argv_or_exit(['prog', '--config=nope'])
-  assert exit_info.value.code == 2
-  message = capsys.readouterr().err
-  assert message.startswith('error: --config=nope') and 'sudoku_extreme_mlp' in message
-  assert message.count('\n') == 1
-
-
 def test_an_alias_takes_no_further_argument():
   with pytest.raises(ValueError, match='names .sudoku_extreme:mlp. already'):
     config_loading.resolve_config_argument('sudoku_extreme_mlp:att')

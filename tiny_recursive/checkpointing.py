@@ -45,6 +45,12 @@ class WorkdirNotWritableError(OSError):
   """The work directory cannot be created or written to."""
 
 
+def absolute_path(path: str | os.PathLike[str]) -> epath.Path:
+  """`path` with `~` expanded and made absolute (Orbax refuses relative paths); URLs as given."""
+  path = epath.Path(path).expanduser()
+  return path if path.is_absolute() else epath.Path(os.path.abspath(path))
+
+
 def check_workdir_writable(workdir: str | os.PathLike[str]) -> None:
   """Fails early with a clear error when `workdir` cannot hold checkpoints.
 
@@ -128,7 +134,7 @@ class Checkpointer:
       raise ValueError(f"best_mode must be 'max' or 'min', got {best_mode!r}.")
     if max_to_keep < 1:
       raise ValueError(f'max_to_keep must be >= 1, got {max_to_keep}.')
-    self._directory = epath.Path(workdir) / CHECKPOINTS_SUBDIR
+    self._directory = absolute_path(workdir) / CHECKPOINTS_SUBDIR
     self._best_metric = best_metric
     self._best_mode = best_mode
     self._model_config = _to_json_compatible(dict(model_config or {}))
@@ -411,7 +417,7 @@ def save_model(directory: str | os.PathLike[str], params: PyTree,
     puzzle_table: `[num_puzzle_identifiers, dim]` table, or None.
     model_config: JSON-compatible model configuration.
   """
-  directory = epath.Path(directory)
+  directory = absolute_path(directory)
   directory.parent.mkdir(parents=True, exist_ok=True)
   tmp = directory.parent / f'.{directory.name}.tmp-{uuid.uuid4().hex}'
   arrays = {'params': params, 'constants': constants,
@@ -466,7 +472,7 @@ def load_model(
   Raises:
     FileNotFoundError: naming the directory and what was expected in it.
   """
-  path = epath.Path(directory)
+  path = absolute_path(directory)
   if (path / MODEL_CONFIG_FILE).exists():
     with ocp.StandardCheckpointer() as checkpointer:
       arrays = checkpointer.restore(path / MODEL_ARRAYS_SUBDIR)

@@ -13,12 +13,12 @@ import csv
 import os
 from typing import Sequence
 
-from absl import app
 from absl import flags
 import numpy as np
 
 from datasets.sudoku_extreme import hub_csv
 from datasets.sudoku_extreme import validation
+from experiments import cli
 
 SIZES = {'train': 2000, 'test': 200}
 SEED = 20261124
@@ -92,4 +92,4 @@ if __name__ == '__main__':
   flags.DEFINE_string('source_dir', None, 'Directory with train.csv and test.csv.',
                       required=True)
   flags.DEFINE_string('out_dir', None, 'Output directory (default: sample/ beside this file).')
-  app.run(main)
+  cli.run(main)
