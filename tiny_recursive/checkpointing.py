@@ -15,6 +15,7 @@ The train state pytree has the keys `params`, `ema_params` (or None), `constants
 `params`, `ema_params`, `constants` and `puzzle_table`, and only in `load_model`.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -38,6 +39,7 @@ METADATA_ITEM = 'metadata'
 CHECKPOINTS_SUBDIR = 'checkpoints'
 MODEL_CONFIG_FILE = 'model_config.json'
 MODEL_ARRAYS_SUBDIR = 'arrays'
+CHECKSUMS_FILE = 'SHA256SUMS'
 OMITTED_FIELDS_KEY = 'omitted_fields'
 
 
@@ -404,7 +406,9 @@ class Checkpointer:
 
 def save_model(directory: str | os.PathLike[str], params: PyTree,
                constants: PyTree, puzzle_table: jax.Array | np.ndarray | None,
-               model_config: Mapping[str, Any]) -> None:
+               model_config: Mapping[str, Any], *,
+               extra_files: Mapping[str, str] | None = None,
+               checksums: bool = False) -> None:
   """Writes a model export: arrays (Orbax) and `model_config.json`.
 
   The export is assembled in a temporary sibling directory and renamed to
@@ -416,6 +420,9 @@ def save_model(directory: str | os.PathLike[str], params: PyTree,
     constants: non-trained arrays the model needs (may be empty).
     puzzle_table: `[num_puzzle_identifiers, dim]` table, or None.
     model_config: JSON-compatible model configuration.
+    extra_files: more text files of the export, by name.
+    checksums: also write `SHA256SUMS` (`sha256sum -c` format) over every file;
+      `load_model` then verifies them.
   """
   directory = absolute_path(directory)
   directory.parent.mkdir(parents=True, exist_ok=True)
@@ -431,6 +438,11 @@ def save_model(directory: str | os.PathLike[str], params: PyTree,
         json.dumps(_to_json_compatible(dict(model_config)), indent=2,
                    sort_keys=True))
     config_tmp.rename(tmp / MODEL_CONFIG_FILE)
+    for name, text in (extra_files or {}).items():
+      (tmp / name).write_text(text)
+    if checksums:
+      lines = [f'{digest}  {name}' for name, digest in _file_digests(tmp).items()]
+      (tmp / CHECKSUMS_FILE).write_text('\n'.join(lines) + '\n')
     if directory.exists():
       old = directory.parent / f'.{directory.name}.old-{uuid.uuid4().hex}'
       directory.rename(old)
@@ -439,6 +451,46 @@ def save_model(directory: str | os.PathLike[str], params: PyTree,
     else:
       tmp.rename(directory)
   _sync('tiny_recursive_save_model')
+
+
+def _file_digests(directory: epath.Path) -> dict[str, str]:
+  """SHA-256 of every file below `directory` (but a checksum file), by relative path."""
+  digests = {}
+  for root, _, names in directory.walk():
+    for name in names:
+      path = root / name
+      relative = os.fspath(path.relative_to(directory))
+      if relative != CHECKSUMS_FILE:
+        digests[relative] = hashlib.sha256(path.read_bytes()).hexdigest()
+  return dict(sorted(digests.items()))
+
+
+def verify_checksums(directory: str | os.PathLike[str]) -> None:
+  """Checks an export against its `SHA256SUMS`, if it has one.
+
+  Raises:
+    ValueError: naming the first file that is missing, altered or not listed.
+  """
+  directory = epath.Path(directory)
+  sums = directory / CHECKSUMS_FILE
+  if not sums.exists():
+    return
+  expected = {}
+  for number, line in enumerate(sums.read_text().splitlines(), start=1):
+    digest, sep, name = line.partition('  ')
+    if not sep or len(digest) != 64:
+      raise ValueError(f'{os.fspath(sums)}:{number}: expected "<sha256>  <file>", got {line!r}.')
+    expected[name] = digest
+  found = _file_digests(directory)
+  for name, digest in expected.items():
+    if name not in found:
+      raise ValueError(f'{os.fspath(directory / name)}: listed in {CHECKSUMS_FILE} but missing.')
+    if found[name] != digest:
+      raise ValueError(f'{os.fspath(directory / name)}: SHA-256 {found[name]} differs from '
+                       f'{digest} in {CHECKSUMS_FILE}; the export is damaged.')
+  unlisted = sorted(set(found) - set(expected))
+  if unlisted:
+    raise ValueError(f'{os.fspath(directory / unlisted[0])}: not listed in {CHECKSUMS_FILE}.')
 
 
 def _sync(name: str) -> None:
@@ -460,6 +512,27 @@ def _latest_committed_step_directory(checkpoints: epath.Path) -> epath.Path:
   return max(steps, key=lambda p: int(p.name))
 
 
+def checkpoint_step_directory(directory: str | os.PathLike[str]) -> str:
+  """The training checkpoint step directory `directory` names: itself, or the latest
+  committed step of a training workdir or of its `checkpoints` directory.
+
+  Raises:
+    FileNotFoundError: naming the directory and what was expected in it.
+  """
+  path = absolute_path(directory)
+  if _is_step_directory(path):
+    return os.fspath(path)
+  if (path / CHECKPOINTS_SUBDIR).is_dir():
+    return os.fspath(_latest_committed_step_directory(path / CHECKPOINTS_SUBDIR))
+  if path.is_dir() and any(p.name.isdigit() for p in path.iterdir()):
+    return os.fspath(_latest_committed_step_directory(path))
+  raise FileNotFoundError(
+      f'{os.fspath(path)!r} is neither a model export (with '
+      f'{MODEL_CONFIG_FILE}), a training workdir (with '
+      f'{CHECKPOINTS_SUBDIR}/) '
+      'nor a checkpoint step directory.')
+
+
 def load_model(
     directory: str | os.PathLike[str]
 ) -> tuple[PyTree, PyTree, np.ndarray | jax.Array | None, dict[str, Any]]:
@@ -474,25 +547,14 @@ def load_model(
   """
   path = absolute_path(directory)
   if (path / MODEL_CONFIG_FILE).exists():
+    verify_checksums(path)
     with ocp.StandardCheckpointer() as checkpointer:
       arrays = checkpointer.restore(path / MODEL_ARRAYS_SUBDIR)
     config = json.loads((path / MODEL_CONFIG_FILE).read_text())
     return (arrays['params'], arrays.get('constants'),
             arrays.get('puzzle_table'), config)
 
-  if _is_step_directory(path):
-    step_dir = path
-  elif (path / CHECKPOINTS_SUBDIR).is_dir():
-    step_dir = _latest_committed_step_directory(path / CHECKPOINTS_SUBDIR)
-  elif path.is_dir() and any(p.name.isdigit() for p in path.iterdir()):
-    step_dir = _latest_committed_step_directory(path)
-  else:
-    raise FileNotFoundError(
-        f'{os.fspath(path)!r} is neither a model export (with '
-        f'{MODEL_CONFIG_FILE}), a training workdir (with '
-        f'{CHECKPOINTS_SUBDIR}/) '
-        'nor a checkpoint step directory.')
-
+  step_dir = epath.Path(checkpoint_step_directory(path))
   with ocp.StandardCheckpointer() as checkpointer:
     state = checkpointer.restore(step_dir / STATE_ITEM)
   metadata = json.loads((step_dir / METADATA_ITEM / 'metadata').read_text())

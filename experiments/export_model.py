@@ -1,0 +1,67 @@
+r"""Exports a trained run as a model to ship: EMA weights, model config, figures, checksums.
+
+  python -m experiments.export_model --workdir=RUN --output=pretrained/sudoku_extreme_mlp \
+      [--step=N] [--config_name=sudoku_extreme_mlp]
+
+Writes, to a temporary directory renamed into place at the end:
+  arrays/              the weights inference needs (EMA parameters, constants, puzzle table)
+  model_config.json    the model configuration (checked by predict and solve)
+  model_info.json      source step, the evaluation metrics of that step, the config name
+  SHA256SUMS           `sha256sum -c` format, one line per file above; loading verifies it
+
+`experiments.predict` and `experiments.solve` take the directory as `--checkpoint`.
+"""
+
+import json
+import os
+import time
+
+from absl import app
+from absl import flags
+from etils import epath
+
+from experiments import cli
+from tiny_recursive import checkpointing
+from tiny_recursive import metrics_logging
+
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.', required=True)
+_OUTPUT = flags.DEFINE_string('output', None, 'Directory of the export.', required=True)
+_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+_CONFIG_NAME = flags.DEFINE_string('config_name', '', 'Config the run used, for the record.')
+
+INFO_FILE = 'model_info.json'
+
+
+def export(workdir: str, output: str, step: int | None = None, config_name: str = '') -> dict:
+  """Writes the export of `workdir`'s checkpoint `step` (the latest if None); returns its info."""
+  directory = epath.Path(workdir) / checkpointing.CHECKPOINTS_SUBDIR
+  if step is not None:
+    directory = directory / str(step)
+    if not directory.is_dir():
+      raise FileNotFoundError(f'{os.fspath(directory)}: no checkpoint of step {step}.')
+  source = checkpointing.checkpoint_step_directory(os.fspath(directory))
+  params, constants, puzzle_table, model_config = checkpointing.load_model(source)
+  step = int(os.path.basename(source))
+  evals = [row for row in metrics_logging.read_metrics(workdir, 'eval') if row['step'] == step]
+  info = {
+      'source_step': step,
+      'config_name': config_name,
+      'eval': {key: value for key, value in (evals[-1] if evals else {}).items()
+               if key not in ('step', 'split')},
+      'exported': time.strftime('%Y-%m-%d', time.gmtime()),
+  }
+  checkpointing.save_model(output, params, constants, puzzle_table, model_config,
+                           extra_files={INFO_FILE: json.dumps(info, indent=2, sort_keys=True)},
+                           checksums=True)
+  return info
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  info = export(_WORKDIR.value, _OUTPUT.value, _STEP.value, _CONFIG_NAME.value)
+  print(f'Exported step {info["source_step"]} of {_WORKDIR.value} to {_OUTPUT.value}.')
+
+
+if __name__ == '__main__':
+  cli.run(main)
