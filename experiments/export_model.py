@@ -6,7 +6,8 @@ r"""Exports a trained run as a model to ship: EMA weights, model config, figures
 Writes, to a temporary directory renamed into place at the end:
   arrays/              the weights inference needs (EMA parameters, constants, puzzle table)
   model_config.json    the model configuration (checked by predict and solve)
-  model_info.json      source step, the evaluation metrics of that step, the config name
+  model_info.json      source step, the evaluation metrics of that step (or of the last
+                       evaluation before it, `eval_step`), the config name
   SHA256SUMS           `sha256sum -c` format, one line per file above; loading verifies it
 
 `experiments.predict` and `experiments.solve` take the directory as `--checkpoint`.
@@ -42,10 +43,12 @@ def export(workdir: str, output: str, step: int | None = None, config_name: str 
   source = checkpointing.checkpoint_step_directory(os.fspath(directory))
   params, constants, puzzle_table, model_config = checkpointing.load_model(source)
   step = int(os.path.basename(source))
-  evals = [row for row in metrics_logging.read_metrics(workdir, 'eval') if row['step'] == step]
+  # The evaluation of the exported step, else the last one before it (with its step).
+  evals = [row for row in metrics_logging.read_metrics(workdir, 'eval') if row['step'] <= step]
   info = {
       'source_step': step,
       'config_name': config_name,
+      'eval_step': evals[-1]['step'] if evals else None,
       'eval': {key: value for key, value in (evals[-1] if evals else {}).items()
                if key not in ('step', 'split')},
       'exported': time.strftime('%Y-%m-%d', time.gmtime()),

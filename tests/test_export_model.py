@@ -33,7 +33,7 @@ def test_export_loads_through_predict_and_solve(trained, tmp_path, monkeypatch):
   config, workdir, final_eval = trained
   output = tmp_path / 'pretrained' / 'tiny'
   info = export_model.export(workdir, str(output), config_name='tiny')
-  assert info['source_step'] == 2 and info['config_name'] == 'tiny'
+  assert info['source_step'] == 2 == info['eval_step'] and info['config_name'] == 'tiny'
   assert info['eval']['exact_accuracy'] == final_eval['exact_accuracy']
   assert sorted(os.listdir(output)) == ['SHA256SUMS', 'arrays', 'model_config.json',
                                         export_model.INFO_FILE]

@@ -512,6 +512,18 @@ def _latest_committed_step_directory(checkpoints: epath.Path) -> epath.Path:
   return max(steps, key=lambda p: int(p.name))
 
 
+def _restore_here(path: epath.Path) -> PyTree:
+  """Restores an Orbax pytree onto this process's first device, whatever device layout
+  wrote it (a checkpoint saved on two GPUs loads on one CPU)."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  with ocp.StandardCheckpointer() as checkpointer:
+    metadata = checkpointer.metadata(path)
+    tree = getattr(metadata, 'item_metadata', metadata)
+    target = jax.tree_util.tree_map(
+        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), tree)
+    return checkpointer.restore(path, target)
+
+
 def checkpoint_step_directory(directory: str | os.PathLike[str]) -> str:
   """The training checkpoint step directory `directory` names: itself, or the latest
   committed step of a training workdir or of its `checkpoints` directory.
@@ -548,15 +560,13 @@ def load_model(
   path = absolute_path(directory)
   if (path / MODEL_CONFIG_FILE).exists():
     verify_checksums(path)
-    with ocp.StandardCheckpointer() as checkpointer:
-      arrays = checkpointer.restore(path / MODEL_ARRAYS_SUBDIR)
+    arrays = _restore_here(path / MODEL_ARRAYS_SUBDIR)
     config = json.loads((path / MODEL_CONFIG_FILE).read_text())
     return (arrays['params'], arrays.get('constants'),
             arrays.get('puzzle_table'), config)
 
   step_dir = epath.Path(checkpoint_step_directory(path))
-  with ocp.StandardCheckpointer() as checkpointer:
-    state = checkpointer.restore(step_dir / STATE_ITEM)
+  state = _restore_here(step_dir / STATE_ITEM)
   metadata = json.loads((step_dir / METADATA_ITEM / 'metadata').read_text())
   for key in ('params', 'puzzle_table'):
     if key not in state:
