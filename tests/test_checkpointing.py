@@ -326,3 +326,35 @@ def test_model_config_of_checkpoints_written_before_the_typed_config(tmp_path):
   assert model_lib.RecursiveModel(typed).num_puzzle_identifiers == 7
   with pytest.raises(ValueError, match=r"missing keys \['halt_max_steps'\]"):
     model_lib.ModelConfig.from_dict({k: v for k, v in stored.items() if k != 'halt_max_steps'})
+
+
+_SAVE_ON_TWO_DEVICES = r"""
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tiny_recursive import checkpointing
+mesh = Mesh(np.asarray(jax.devices()), ('data',))
+put = lambda x, spec: jax.device_put(x, NamedSharding(mesh, spec))
+state = {'params': {'w': put(jnp.arange(8.0).reshape(4, 2), P())},
+         'ema_params': {'w': put(jnp.arange(8.0).reshape(4, 2) + 1, P())},
+         'constants': {'z': put(jnp.ones(3, jnp.bfloat16), P())},
+         'puzzle_table': put(jnp.full((5, 2), 0.5), P()),
+         'carry': {'z_H': put(jnp.zeros((4, 3)), P('data'))}}
+with checkpointing.Checkpointer(sys.argv[1], async_save=False) as checkpointer:
+  checkpointer.save(3, state, force=True)
+print('SAVED')
+"""
+
+
+def test_a_checkpoint_saved_on_two_devices_loads_on_one(tmp_path):
+  """`load_model` (predict, solve, export) reads a multi-device checkpoint on one device."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             XLA_FLAGS='--xla_force_host_platform_device_count=2',
+             PYTHONPATH=_REPO_ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  result = subprocess.run([sys.executable, '-c', _SAVE_ON_TWO_DEVICES, str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0 and 'SAVED' in result.stdout, result.stderr[-3000:]
+  params, constants, table, _ = checkpointing.load_model(str(tmp_path))
+  np.testing.assert_array_equal(params['w'], np.arange(8.0).reshape(4, 2) + 1)  # EMA.
+  assert constants['z'].dtype == jnp.bfloat16
+  np.testing.assert_array_equal(table, np.full((5, 2), 0.5))
