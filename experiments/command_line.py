@@ -1,10 +1,13 @@
 """What the training entry point does around its one call: flag parsing that reports an
-unknown `--config.KEY` in one line, quiet logging, a progress bar, and bad input reported as
-one `error:` line with an exit status (2: bad input, 1: the run failed)."""
+unknown `--config.KEY` in one line, quiet logging, a progress display with notices, and bad
+input reported as one `error:` line with an exit status (2: bad input, 1: the run failed,
+130: interrupted without saving)."""
 
+import os
 import re
 import sys
-from typing import Any, Callable
+import time
+from typing import Any, Callable, TextIO
 
 from absl import app
 from absl import flags
@@ -67,28 +70,90 @@ def run_or_exit(run: Callable[[], Any]) -> Any:
   except trainer.NonFiniteLossError as error:
     print(f'error: {error}', file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:
+    # A Ctrl-C before training starts, or a second one (the first saves and stops).
+    print('error: interrupted without saving; rerunning the same command resumes from the '
+          'latest checkpoint, if any.', file=sys.stderr)
+    sys.exit(130)
+
+
+def _terminal_width(stream: TextIO) -> int | None:
+  """Columns of the terminal behind `stream` (0 if it reports none); None if not a terminal."""
+  try:
+    if not stream.isatty():
+      return None
+    return os.get_terminal_size(stream.fileno()).columns
+  except (AttributeError, OSError, ValueError):
+    return None
+
+
+def _postfix(metrics: dict[str, float]) -> dict[str, str]:
+  # Exact accuracy on the training batch is counted over the slots that halted at this step,
+  # which are the easy ones, on training puzzles: well above the held-out figure.
+  return {'loss': f"{metrics.get('lm_loss', float('nan')):.3f}",
+          'train_exact': f"{metrics.get('exact_accuracy', 0.0):.3f}",
+          'steps': f"{metrics.get('steps', 0.0):.1f}"}
 
 
 class ProgressBar:
-  """A tqdm bar fed by the trainer's `progress(step, total, metrics)` callback."""
+  """The trainer's `progress(step, total, metrics)` and `notify(message)` on stderr.
 
-  def __init__(self):
+  On a terminal, a tqdm bar (FALLBACK_WIDTH columns wide when the terminal reports a width of
+  0); elsewhere (a pipe, a file) plain lines: at the first logged step, then at most one every
+  PLAIN_LINE_INTERVAL_S seconds, and the last one.
+  """
+
+  FALLBACK_WIDTH = 100
+  PLAIN_LINE_INTERVAL_S = 30.0
+
+  def __init__(self, stream: TextIO | None = None):
+    self._stream = stream or sys.stderr
+    self._width = _terminal_width(self._stream)
     self._bar = None
+    self._last_line_time = None
+    self._unprinted_line = None
 
   def __call__(self, step: int, total: int, metrics: dict[str, float]) -> None:
+    if self._width is None:
+      self._plain_line(step, total, metrics)
+      return
     if self._bar is None:
       # Starts at the first logged step: the rate then covers measured steps only (the
       # first interval includes compilation).
-      self._bar = tqdm.tqdm(total=total, initial=step, unit='step', dynamic_ncols=True,
-                            file=sys.stderr)
+      self._bar = tqdm.tqdm(total=total, initial=step, unit='step', file=self._stream,
+                            dynamic_ncols=self._width > 0,
+                            ncols=None if self._width > 0 else self.FALLBACK_WIDTH)
     self._bar.update(step - self._bar.n)
-    self._bar.set_postfix(loss=f"{metrics.get('lm_loss', float('nan')):.3f}",
-                          exact=f"{metrics.get('exact_accuracy', 0.0):.3f}",
-                          steps=f"{metrics.get('steps', 0.0):.1f}")
+    self._bar.set_postfix(_postfix(metrics))
+
+  def _plain_line(self, step: int, total: int, metrics: dict[str, float]) -> None:
+    values = ' '.join(f'{key}={value}' for key, value in _postfix(metrics).items())
+    line = f'step {step}/{total}: {values}'
+    now = time.monotonic()
+    if (self._last_line_time is None or step >= total or
+        now - self._last_line_time >= self.PLAIN_LINE_INTERVAL_S):
+      print(line, file=self._stream, flush=True)
+      self._last_line_time, self._unprinted_line = now, None
+    else:
+      self._unprinted_line = line
+
+  def notify(self, message: str) -> None:
+    """Prints `message` on a line of its own (above the bar, if there is one)."""
+    self._print_unprinted_line()
+    if self._bar is not None:
+      self._bar.write(message, file=self._stream)
+    else:
+      print(message, file=self._stream, flush=True)
 
   def __enter__(self) -> 'ProgressBar':
     return self
 
+  def _print_unprinted_line(self) -> None:
+    if self._unprinted_line is not None:
+      print(self._unprinted_line, file=self._stream, flush=True)
+      self._unprinted_line = None
+
   def __exit__(self, *exc_info) -> None:
+    self._print_unprinted_line()
     if self._bar is not None:
       self._bar.close()  # Ends the bar's line, so that an error message starts on its own.

@@ -5,8 +5,9 @@ r"""Trains (and evaluates) a Tiny Recursive Model.
       --config.data.data_dir=gs://bucket/tfds
   python -m experiments.main --config=sudoku_extreme_mlp --workdir=DIR --mode=eval
 
-Rerunning the same command resumes from the latest checkpoint in --workdir. Prints the final
-evaluation as JSON.
+Rerunning the same command resumes from the latest checkpoint in --workdir (a finished run
+prints its final evaluation again). SIGTERM or Ctrl-C saves the current step and exits; a
+second Ctrl-C aborts without saving. Prints the final (or latest) evaluation as JSON.
 """
 
 import json
@@ -38,7 +39,8 @@ def main(argv):
     if _MODE.value == 'eval':
       return trainer.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
     with command_line.ProgressBar() as progress:
-      return trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=progress)
+      return trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=progress,
+                                        notify=progress.notify)
 
   results = command_line.run_or_exit(run)
   print(json.dumps({'final_eval': results}, sort_keys=True), flush=True)

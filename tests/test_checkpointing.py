@@ -284,7 +284,7 @@ def test_sigterm_and_request_stop(tmp_path):
   with checkpointing.Checkpointer(tmp_path) as ckpt:
     previous = signal.getsignal(signal.SIGTERM)
     try:
-      assert ckpt.install_sigterm_handler()
+      assert ckpt.install_stop_handlers()
       assert not ckpt.should_stop(1)
       os.kill(os.getpid(), signal.SIGTERM)
       assert ckpt.should_stop(2)
@@ -299,7 +299,7 @@ def test_sigterm_and_request_stop(tmp_path):
 def test_close_restores_the_previous_sigterm_handler(tmp_path):
   previous = signal.getsignal(signal.SIGTERM)
   checkpointer = checkpointing.Checkpointer(tmp_path)
-  assert checkpointer.install_sigterm_handler()
+  assert checkpointer.install_stop_handlers()
   assert signal.getsignal(signal.SIGTERM) is not previous
   checkpointer.close()
   assert signal.getsignal(signal.SIGTERM) is previous
