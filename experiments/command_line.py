@@ -77,12 +77,12 @@ def run_or_exit(run: Callable[[], Any]) -> Any:
     sys.exit(130)
 
 
-def _terminal_width(stream: TextIO) -> int | None:
-  """Columns of the terminal behind `stream` (0 if it reports none); None if not a terminal."""
+def _terminal_size(stream: TextIO) -> os.terminal_size | None:
+  """The size of the terminal behind `stream` (0 where it reports none); None if none."""
   try:
     if not stream.isatty():
       return None
-    return os.get_terminal_size(stream.fileno()).columns
+    return os.get_terminal_size(stream.fileno())
   except (AttributeError, OSError, ValueError):
     return None
 
@@ -98,31 +98,33 @@ def _postfix(metrics: dict[str, float]) -> dict[str, str]:
 class ProgressBar:
   """The trainer's `progress(step, total, metrics)` and `notify(message)` on stderr.
 
-  On a terminal, a tqdm bar (FALLBACK_WIDTH columns wide when the terminal reports a width of
-  0); elsewhere (a pipe, a file) plain lines: at the first logged step, then at most one every
+  On a terminal, a tqdm bar (FALLBACK_SIZE when the terminal reports a width or height of 0,
+  with which tqdm would draw nothing); elsewhere (a pipe, a file) plain lines: at the first logged step, then at most one every
   PLAIN_LINE_INTERVAL_S seconds, and the last one.
   """
 
-  FALLBACK_WIDTH = 100
+  FALLBACK_SIZE = os.terminal_size((100, 24))
   PLAIN_LINE_INTERVAL_S = 30.0
 
   def __init__(self, stream: TextIO | None = None):
     self._stream = stream or sys.stderr
-    self._width = _terminal_width(self._stream)
+    self._size = _terminal_size(self._stream)
     self._bar = None
     self._last_line_time = None
     self._unprinted_line = None
 
   def __call__(self, step: int, total: int, metrics: dict[str, float]) -> None:
-    if self._width is None:
+    if self._size is None:
       self._plain_line(step, total, metrics)
       return
     if self._bar is None:
+      columns, lines = self._size
       # Starts at the first logged step: the rate then covers measured steps only (the
       # first interval includes compilation).
       self._bar = tqdm.tqdm(total=total, initial=step, unit='step', file=self._stream,
-                            dynamic_ncols=self._width > 0,
-                            ncols=None if self._width > 0 else self.FALLBACK_WIDTH)
+                            dynamic_ncols=columns > 0,
+                            ncols=None if columns > 0 else self.FALLBACK_SIZE.columns,
+                            nrows=None if lines > 0 else self.FALLBACK_SIZE.lines)
     self._bar.update(step - self._bar.n)
     self._bar.set_postfix(_postfix(metrics))
 
