@@ -99,8 +99,8 @@ class ProgressBar:
   """The trainer's `progress(step, total, metrics)` and `notify(message)` on stderr.
 
   On a terminal, a tqdm bar (FALLBACK_SIZE when the terminal reports a width or height of 0,
-  with which tqdm would draw nothing); elsewhere (a pipe, a file) plain lines: at the first logged step, then at most one every
-  PLAIN_LINE_INTERVAL_S seconds, and the last one.
+  with which tqdm would draw nothing); elsewhere (a pipe, a file) plain lines: at the first
+  logged step, then at most one every PLAIN_LINE_INTERVAL_S seconds, and the last one.
   """
 
   FALLBACK_SIZE = os.terminal_size((100, 24))

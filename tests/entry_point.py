@@ -8,6 +8,7 @@ the compiled steps.
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -60,6 +61,13 @@ def start_main(shared_dirs: dict[str, str], workdir: str, log_path: pathlib.Path
                             cwd=REPO_ROOT, env=main_env(shared_dirs['cache_dir']),
                             stdout=log, stderr=subprocess.STDOUT, text=True,
                             preexec_fn=_default_sigint)
+
+
+def copy_run(workdir: str, tmp_path: pathlib.Path) -> str:
+  """A copy of the run directory `workdir` under `tmp_path`, for a test to change."""
+  copy = str(tmp_path / 'run')
+  shutil.copytree(workdir, copy)
+  return copy
 
 
 def committed_steps(workdir: str) -> list[int]:

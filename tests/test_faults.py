@@ -7,7 +7,6 @@ reuse the compiled steps.
 """
 
 import pathlib
-import shutil
 import signal
 import subprocess
 from typing import Any
@@ -24,16 +23,29 @@ pytestmark = pytest.mark.slow
 MAX_STEPS = entry_point.MAX_STEPS
 
 
-def _timings_up_to(workdir: str, step: int) -> list[tuple[int, float]]:
-  """(step, step_time_ms) of the train rows up to `step`: a resumed run leaves them as they
-  were, a run restarted from scratch would log them again with other timings."""
-  return [(row['step'], row['step_time_ms'])
-          for row in metrics_logging.read_metrics(workdir, 'train') if row['step'] <= step]
+def _rerun_resumes_and_matches_the_reference(shared_dirs, reference, workdir: str,
+                                             resume_step: int) -> None:
+  """Reruns the command in `workdir`: it resumes from `resume_step`, leaving the rows up to it
+  as they were (their timings too; a restart from scratch would log them again), and ends as
+  the uninterrupted reference run, with each step logged once."""
+  reference_dir, reference_eval, _ = reference
+
+  def timings_up_to_the_resume():
+    return [(row['step'], row['step_time_ms'])
+            for row in metrics_logging.read_metrics(workdir, 'train')
+            if row['step'] <= resume_step]
+
+  before = timings_up_to_the_resume()
+  rerun = entry_point.run_main(shared_dirs, workdir)
+  assert entry_point.final_eval(rerun) == reference_eval
+  assert timings_up_to_the_resume() == before
+  assert entry_point.logged_steps(workdir, 'train') == list(range(1, MAX_STEPS + 1))
+  assert (entry_point.rows_by_step(workdir, 'train') ==
+          entry_point.rows_by_step(reference_dir, 'train'))
 
 
 def test_kill_9_then_rerun_resumes_and_matches_the_uninterrupted_run(
     shared_dirs, reference, tmp_path):
-  reference_dir, reference_eval, _ = reference
   workdir = str(tmp_path / 'run')
   log_path = tmp_path / 'killed.log'
   process = entry_point.start_main(shared_dirs, workdir, log_path)
@@ -45,17 +57,9 @@ def test_kill_9_then_rerun_resumes_and_matches_the_uninterrupted_run(
   killed_at = max(entry_point.logged_steps(workdir, 'train'))
   assert killed_at < MAX_STEPS, 'the run ended before it could be killed'
   assert not entry_point.logged_steps(workdir, 'eval')
-  resume_step = entry_point.committed_steps(workdir)[-1]
-  before = _timings_up_to(workdir, resume_step)
-
-  rerun = entry_point.run_main(shared_dirs, workdir)
-  assert entry_point.final_eval(rerun) == reference_eval
-  # Resumed from the checkpoint; the rows past it were dropped and logged again, once.
-  assert _timings_up_to(workdir, resume_step) == before
-  assert entry_point.logged_steps(workdir, 'train') == list(range(1, MAX_STEPS + 1))
-  assert (entry_point.rows_by_step(workdir, 'train') ==
-          entry_point.rows_by_step(reference_dir, 'train'))
-  assert entry_point.committed_steps(workdir) == entry_point.committed_steps(reference_dir)
+  _rerun_resumes_and_matches_the_reference(shared_dirs, reference, workdir,
+                                           entry_point.committed_steps(workdir)[-1])
+  assert entry_point.committed_steps(workdir) == entry_point.committed_steps(reference[0])
 
 
 def _stop_with(signum: int, shared_dirs: dict[str, str], workdir: str,
@@ -87,27 +91,18 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(shared_dirs, tmp_path)
 
 def test_ctrl_c_saves_the_current_step_and_a_rerun_continues_from_it(
     shared_dirs, reference, tmp_path):
-  reference_dir, reference_eval, _ = reference
   workdir = str(tmp_path / 'run')
   stopped_at, log = _stop_with(signal.SIGINT, shared_dirs, workdir, tmp_path / 'ctrl_c.log')
   assert 'press Ctrl-C again to abort without saving' in log
   assert stopped_at < MAX_STEPS
-  before = _timings_up_to(workdir, stopped_at)
-
-  # The same run, only shorter (the schedules do not depend on max_steps).
-  rerun = entry_point.run_main(shared_dirs, workdir)
-  assert entry_point.final_eval(rerun) == reference_eval
-  assert _timings_up_to(workdir, stopped_at) == before
-  assert entry_point.logged_steps(workdir, 'train') == list(range(1, MAX_STEPS + 1))
-  assert (entry_point.rows_by_step(workdir, 'train') ==
-          entry_point.rows_by_step(reference_dir, 'train'))
+  # Rerun as a 12-step run: the same run, only shorter (the schedules ignore max_steps).
+  _rerun_resumes_and_matches_the_reference(shared_dirs, reference, workdir, stopped_at)
 
 
 def test_damaged_latest_checkpoint_falls_back_to_the_previous_one(
     shared_dirs, reference, tmp_path):
   reference_dir, reference_eval, _ = reference
-  workdir = str(tmp_path / 'run')
-  shutil.copytree(reference_dir, workdir)
+  workdir = entry_point.copy_run(reference_dir, tmp_path)
   steps = entry_point.committed_steps(workdir)
   assert steps[-1] == MAX_STEPS and len(steps) >= 2
   data_files = list((pathlib.Path(workdir) / 'checkpoints' / str(MAX_STEPS) / 'state')
@@ -153,8 +148,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_good_checkpoints(
   AdamATan2 bounds each update by lr, so the parameters jump to ~1e30 and the next forward
   pass overflows.
   """
-  workdir = str(tmp_path / 'run')
-  shutil.copytree(reference[0], workdir)
+  workdir = entry_point.copy_run(reference[0], tmp_path)
   result = entry_point.run_main(shared_dirs, workdir, '--config.train.lr=1e30',
                                 f'--config.train.max_steps={MAX_STEPS + 8}')
   assert result.returncode == 1, result.stderr[-3000:]
@@ -177,9 +171,9 @@ def test_unwritable_workdir_fails_in_one_line_before_any_work(shared_dirs, tmp_p
   blocker.write_text('not a directory')
   data_dir = tmp_path / 'untouched_data'
   result = subprocess.run(
-      entry_point.main_command(str(blocker / 'run'), str(data_dir)), cwd=entry_point.REPO_ROOT,
-      env=entry_point.main_env(shared_dirs['cache_dir']), capture_output=True, text=True, timeout=120,
-      check=False)
+      entry_point.main_command(str(blocker / 'run'), str(data_dir)),
+      cwd=entry_point.REPO_ROOT, env=entry_point.main_env(shared_dirs['cache_dir']),
+      capture_output=True, text=True, timeout=120, check=False)
   assert result.returncode == 2
   lines = result.stderr.strip().splitlines()
   assert len(lines) == 1, result.stderr

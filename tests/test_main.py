@@ -11,7 +11,6 @@ import json
 import os
 import pathlib
 import pty
-import shutil
 import struct
 import subprocess
 import termios
@@ -30,9 +29,8 @@ MAX_STEPS = entry_point.MAX_STEPS
 @pytest.mark.slow
 def test_rerun_of_a_finished_run_prints_its_final_evaluation(shared_dirs, reference,
                                                             tmp_path):
-  reference_dir, reference_eval, _ = reference
-  workdir = str(tmp_path / 'run')
-  shutil.copytree(reference_dir, workdir)
+  workdir = entry_point.copy_run(reference[0], tmp_path)
+  reference_eval = reference[1]
   metrics_path = pathlib.Path(workdir) / metrics_logging.METRICS_FILE
   logged = metrics_path.read_text()
 
@@ -53,8 +51,7 @@ def test_rerun_of_a_finished_run_prints_its_final_evaluation(shared_dirs, refere
 def test_eval_mode_rows_have_their_own_split_and_are_not_repeated(shared_dirs, reference,
                                                                   tmp_path):
   reference_dir, reference_eval, _ = reference
-  workdir = str(tmp_path / 'run')
-  shutil.copytree(reference_dir, workdir)
+  workdir = entry_point.copy_run(reference_dir, tmp_path)
   for _ in range(2):
     result = entry_point.run_main(shared_dirs, workdir, '--mode=eval')
     assert entry_point.final_eval(result) == reference_eval
