@@ -47,20 +47,21 @@ def run_main(shared_dirs: dict[str, str], workdir: str, *overrides: str,
                         capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def _default_sigint() -> None:
-  # A test runner started as a background job passes SIGINT on as ignored, and the run
-  # would keep it so.
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def start_main(shared_dirs: dict[str, str], workdir: str, log_path: pathlib.Path,
                *overrides: str) -> subprocess.Popen:
   """Starts a run in the background, its output going to `log_path`."""
-  with open(log_path, 'w', encoding='utf-8') as log:
-    return subprocess.Popen(main_command(workdir, shared_dirs['data_dir'], *overrides),
-                            cwd=REPO_ROOT, env=main_env(shared_dirs['cache_dir']),
-                            stdout=log, stderr=subprocess.STDOUT, text=True,
-                            preexec_fn=_default_sigint)
+  # A test runner started as a background job of a script ignores SIGINT, and a child would
+  # inherit that; a handled signal is reset to its default at exec instead.
+  previous_sigint = signal.getsignal(signal.SIGINT)
+  if previous_sigint == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with open(log_path, 'w', encoding='utf-8') as log:
+      return subprocess.Popen(main_command(workdir, shared_dirs['data_dir'], *overrides),
+                              cwd=REPO_ROOT, env=main_env(shared_dirs['cache_dir']),
+                              stdout=log, stderr=subprocess.STDOUT, text=True)
+  finally:
+    signal.signal(signal.SIGINT, previous_sigint)
 
 
 def copy_run(workdir: str, tmp_path: pathlib.Path) -> str:

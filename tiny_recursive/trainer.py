@@ -193,7 +193,10 @@ EVAL_ONLY_SPLIT = 'eval_only'
 def latest_evaluation(workdir: str, checkpointer: checkpointing.Checkpointer,
                       step: int) -> dict[str, float]:
   """The run's last evaluation at or before `step`: metrics.jsonl's last 'eval' row, else
-  the metrics saved with the newest checkpoint that has some; {} if there is none."""
+  the metrics saved with the newest checkpoint that has some; {} if there is none.
+
+  Every process takes the same path: both live in the workdir that all of them share.
+  """
   rows = [row for row in metrics_logging.read_metrics(workdir, 'eval')
           if row.get('step', 0) <= step]
   if rows:
