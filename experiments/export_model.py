@@ -25,11 +25,6 @@ from experiments import cli
 from tiny_recursive import checkpointing
 from tiny_recursive import metrics_logging
 
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Training run directory.', required=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'Directory of the export.', required=True)
-_STEP = flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
-_CONFIG_NAME = flags.DEFINE_string('config_name', '', 'Config the run used, for the record.')
-
 INFO_FILE = 'model_info.json'
 
 
@@ -59,12 +54,21 @@ def export(workdir: str, output: str, step: int | None = None, config_name: str 
   return info
 
 
+def define_flags() -> None:
+  flags.DEFINE_string('workdir', None, 'Training run directory.', required=True)
+  flags.DEFINE_string('output', None, 'Directory of the export.', required=True)
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+  flags.DEFINE_string('config_name', '', 'Config the run used, for the record.')
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  info = export(_WORKDIR.value, _OUTPUT.value, _STEP.value, _CONFIG_NAME.value)
-  print(f'Exported step {info["source_step"]} of {_WORKDIR.value} to {_OUTPUT.value}.')
+  f = flags.FLAGS
+  info = export(f.workdir, f.output, f.step, f.config_name)
+  print(f'Exported step {info["source_step"]} of {f.workdir} to {f.output}.')
 
 
 if __name__ == '__main__':
+  define_flags()
   cli.run(main)

@@ -5,8 +5,9 @@ r"""Trains (and evaluates) a Tiny Recursive Model.
       --config.data.data_dir=gs://bucket/tfds
   python -m experiments.main --config=sudoku_extreme_mlp --workdir=DIR --mode=eval
 
-Rerunning the same command resumes from the latest checkpoint in --workdir. Prints the final
-evaluation as JSON.
+Rerunning the same command resumes from the latest checkpoint in --workdir (a finished run
+prints its final evaluation again). SIGTERM or Ctrl-C saves the current step and exits; a
+second Ctrl-C aborts without saving. Prints the final (or latest) evaluation as JSON.
 """
 
 import json
@@ -37,9 +38,13 @@ def main(argv):
       results = trainer.evaluate_checkpoint(_CONFIG.value, _WORKDIR.value)
     else:
       with command_line.ProgressBar() as progress:
-        results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=progress)
+        results = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value, progress=progress,
+                                             notify=progress.notify)
   except trainer.NonFiniteLossError as error:
     cli.fail(error, status=1)
+  except KeyboardInterrupt:
+    # A Ctrl-C before training starts, or a second one (the first saves and stops).
+    cli.fail(command_line.INTERRUPTED_MESSAGE, status=command_line.EXIT_INTERRUPTED)
   print(json.dumps({'final_eval': results}, sort_keys=True), flush=True)
 
 

@@ -15,7 +15,8 @@ from tiny_recursive import metrics_logging
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory holding metrics.jsonl.',
                                required=True)
 _SINCE_STEP = flags.DEFINE_integer('since_step', 0, 'Only rows after this step.')
-_SPLIT = flags.DEFINE_enum('split', None, ['train', 'eval'], 'Only this split (default: both).')
+_SPLIT = flags.DEFINE_enum('split', None, ['train', 'eval', 'eval_only'],
+                           'Only this split (default: all; eval_only: --mode=eval).')
 
 TRAIN_KEYS = ('lm_loss', 'accuracy', 'exact_accuracy', 'steps', 'lr', 'step_time_ms')
 EVAL_KEYS = ('exact_accuracy', 'accuracy', 'count', 'eval_time_s')

@@ -1,4 +1,5 @@
-"""Shared tiny model configurations for the model, ACT and loss tests."""
+"""Shared tiny model configurations for the model, ACT and loss tests, and the shared
+entry-point runs of the subprocess tests (tests/entry_point.py)."""
 
 import math
 from typing import Any, Callable
@@ -74,3 +75,20 @@ def random_variables(model: model_lib.RecursiveModel, seed: int = 0) -> dict[str
 def make_random_variables() -> Callable[..., dict[str, Any]]:
   """Factory fixture: `make_random_variables(model, seed=0)`."""
   return random_variables
+
+
+@pytest.fixture(scope='session')
+def shared_dirs(tmp_path_factory) -> dict[str, str]:
+  """The data dir and compilation cache shared by the entry-point runs of the session."""
+  base = tmp_path_factory.getbasetemp()
+  return {'data_dir': str(base / 'sudoku_sample_data'),
+          'cache_dir': str(base / 'jax_compilation_cache')}
+
+
+@pytest.fixture(scope='session')
+def reference(shared_dirs, tmp_path_factory) -> tuple[str, dict[str, float], str]:
+  """(workdir, final eval, stderr) of an uninterrupted 12-step run of the entry point."""
+  from tests import entry_point  # pylint: disable=g-import-not-at-top
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  result = entry_point.run_main(shared_dirs, workdir)
+  return workdir, entry_point.final_eval(result), result.stderr

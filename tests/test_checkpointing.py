@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax
 import jax.numpy as jnp
@@ -284,7 +285,7 @@ def test_sigterm_and_request_stop(tmp_path):
   with checkpointing.Checkpointer(tmp_path) as ckpt:
     previous = signal.getsignal(signal.SIGTERM)
     try:
-      assert ckpt.install_sigterm_handler()
+      assert ckpt.install_stop_handlers()
       assert not ckpt.should_stop(1)
       os.kill(os.getpid(), signal.SIGTERM)
       assert ckpt.should_stop(2)
@@ -296,13 +297,43 @@ def test_sigterm_and_request_stop(tmp_path):
     assert ckpt.should_stop(1)
 
 
-def test_close_restores_the_previous_sigterm_handler(tmp_path):
-  previous = signal.getsignal(signal.SIGTERM)
+def test_close_restores_the_previous_signal_handlers(tmp_path):
+  previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
   checkpointer = checkpointing.Checkpointer(tmp_path)
-  assert checkpointer.install_sigterm_handler()
-  assert signal.getsignal(signal.SIGTERM) is not previous
+  assert checkpointer.install_stop_handlers()
+  for signum, handler in previous.items():
+    assert signal.getsignal(signum) is not handler
   checkpointer.close()
-  assert signal.getsignal(signal.SIGTERM) is previous
+  for signum, handler in previous.items():
+    assert signal.getsignal(signum) is handler
+
+
+def test_first_ctrl_c_requests_a_stop_and_the_second_interrupts(tmp_path):
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with checkpointing.Checkpointer(tmp_path) as ckpt:
+      assert ckpt.install_stop_handlers()
+      os.kill(os.getpid(), signal.SIGINT)
+      assert ckpt.should_stop(1)
+      assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+      with pytest.raises(KeyboardInterrupt):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)  # The handler runs between bytecodes, at the latest here.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+  finally:
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_an_ignored_ctrl_c_stays_ignored(tmp_path):
+  previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+  try:
+    with checkpointing.Checkpointer(tmp_path) as ckpt:
+      assert ckpt.install_stop_handlers()
+      assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+      os.kill(os.getpid(), signal.SIGINT)
+      assert not ckpt.should_stop(1)
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def test_model_config_of_checkpoints_written_before_the_typed_config(tmp_path):

@@ -142,7 +142,7 @@ class Checkpointer:
     self._model_config = _to_json_compatible(dict(model_config or {}))
     self._omit_fields = tuple(omit_fields)
     self._stop_requested = threading.Event()
-    self._previous_sigterm_handler = None
+    self._previous_handlers: dict[int, Any] = {}
 
     policies = [checkpoint_managers.LatestN(n=max_to_keep)]
     best_fn = None
@@ -264,6 +264,11 @@ class Checkpointer:
                    os.fspath(self._directory))
     return saved
 
+  def metadata(self, step: int) -> dict[str, Any]:
+    """What `save` stored beside the state of `step`: step, metrics, time, model_config..."""
+    return self._manager.restore(
+        step, args=ocp.args.Composite(**{METADATA_ITEM: ocp.args.JsonRestore()}))[METADATA_ITEM]
+
   def restore(self, step: int,
               abstract_state: PyTree) -> tuple[PyTree, Any, dict[str, Any]]:
     """Restores one step into the shapes, dtypes and shardings given.
@@ -276,8 +281,7 @@ class Checkpointer:
     Returns:
       (state, data_iterator_state, metadata); fields the step was saved without are None.
     """
-    metadata = self._manager.restore(
-        step, args=ocp.args.Composite(**{METADATA_ITEM: ocp.args.JsonRestore()}))[METADATA_ITEM]
+    metadata = self.metadata(step)
     omitted = metadata.get(OMITTED_FIELDS_KEY) or []
     if omitted:
       abstract_state = abstract_state.replace(**{field: None for field in omitted})
@@ -346,37 +350,52 @@ class Checkpointer:
     _sync('tiny_recursive_set_aside_checkpoints')
     self._manager.reload()
 
-  def install_sigterm_handler(self) -> bool:
-    """Makes SIGTERM request a graceful stop instead of killing the process.
+  def install_stop_handlers(self) -> bool:
+    """Makes SIGTERM and the first Ctrl-C (SIGINT) request a graceful stop.
 
-    Only in a single-process run: with several processes, `jax.distributed`'s
-    preemption service owns SIGTERM and `should_stop` polls its sync point.
-    Must be called from the main thread.
+    The first Ctrl-C also puts back the SIGINT handler found here (Python's raises
+    KeyboardInterrupt), so a second one aborts at once without saving. A SIGINT that the
+    process was started ignoring (a background job of a shell script) stays ignored.
+    `close` puts back the handlers found here. Only in a single-process run: with several
+    processes, `jax.distributed`'s preemption service owns SIGTERM and `should_stop` polls
+    its sync point. Must be called from the main thread.
 
     Returns:
-      Whether a handler was installed.
+      Whether handlers were installed.
     """
     if jax.process_count() > 1:
       logging.info('Multi-process run: relying on the JAX preemption service.')
       return False
 
-    def handler(signum, frame):
-      del frame
-      logging.warning('Received signal %d: will save and stop at the next '
-                      'step.', signum)
+    def on_sigterm(signum, frame):
+      del signum, frame
+      logging.warning('Received SIGTERM: will save and stop at the next step.')
       self._stop_requested.set()
 
-    self._previous_sigterm_handler = signal.signal(signal.SIGTERM, handler)
+    def on_sigint(signum, frame):
+      del frame
+      signal.signal(signum, self._previous_handlers[signum])
+      logging.warning('Ctrl-C: will save and stop at the next step; press Ctrl-C again to '
+                      'abort without saving.')
+      self._stop_requested.set()
+
+    handlers = {signal.SIGTERM: on_sigterm}
+    if signal.getsignal(signal.SIGINT) != signal.SIG_IGN:
+      handlers[signal.SIGINT] = on_sigint
+    for signum, handler in handlers.items():
+      previous = signal.signal(signum, handler)
+      # None: a handler not installed from Python, which cannot be put back; the default is.
+      self._previous_handlers[signum] = signal.SIG_DFL if previous is None else previous
     return True
 
   def request_stop(self) -> None:
-    """Asks the training loop to save and stop (as SIGTERM does)."""
+    """Asks the training loop to save and stop (as SIGTERM and Ctrl-C do)."""
     self._stop_requested.set()
 
   def should_stop(self, step: int) -> bool:
     """Polled by the training loop once per step, on every process.
 
-    True after SIGTERM / `request_stop`, or when all processes reach the JAX
+    True after SIGTERM, Ctrl-C or `request_stop`, or when all processes reach the JAX
     preemption sync point for `step` (`multihost_utils.
     reached_preemption_sync_point`, active after `jax.distributed.initialize`),
     so that every process stops at the same step. The caller then saves with
@@ -390,12 +409,12 @@ class Checkpointer:
     self._manager.wait_until_finished()
 
   def close(self) -> None:
-    """Waits for pending saves, releases the manager and restores the SIGTERM handler."""
+    """Waits for pending saves, releases the manager and puts back the signal handlers."""
     self._manager.wait_until_finished()
     self._manager.close()
-    if self._previous_sigterm_handler is not None:
-      signal.signal(signal.SIGTERM, self._previous_sigterm_handler)
-      self._previous_sigterm_handler = None
+    for signum, previous in self._previous_handlers.items():
+      signal.signal(signum, previous)
+    self._previous_handlers.clear()
 
   def __enter__(self) -> 'Checkpointer':
     return self

@@ -4,12 +4,14 @@ Only process 0 writes files. Workdirs may be local or remote (`gs://...`, throug
 `etils.epath`). Locally each JSON line is appended with a single `write` and flushed, so a
 killed run leaves at most one incomplete last line, which readers skip. Object stores have no
 append, so there the whole file is rewritten (to a temporary name, then renamed) at each log.
+A logger opened with `keep` first drops the rows it rejects (a resumed run drops those past
+its restored step, which it logs again), so that no (step, split) pair is written twice.
 """
 
 import json
 import os
 import uuid
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from absl import logging
 from etils import epath
@@ -29,10 +31,41 @@ def write_text_atomic(path: epath.Path, text: str) -> None:
   tmp.replace(path)
 
 
+def _parse(line: str) -> dict[str, Any] | None:
+  try:
+    row = json.loads(line)
+  except json.JSONDecodeError:
+    return None
+  return row if isinstance(row, dict) else None
+
+
+def _kept_text(path: epath.Path, keep: Callable[[dict[str, Any]], bool] | None) -> str:
+  """The lines of `path` that parse and pass `keep`; rewrites `path` (atomically) if that
+  drops any, or if its last line is incomplete (the next append would run into it)."""
+  if not path.exists():
+    return ''
+  text = path.read_text()
+  lines = text.splitlines()
+  kept = [line for line in lines
+          if (row := _parse(line)) is not None and (keep is None or keep(row))]
+  kept_text = ''.join(line + '\n' for line in kept)
+  if len(kept) < len(lines) or (text and not text.endswith('\n')):
+    write_text_atomic(path, kept_text)
+  return kept_text
+
+
 class MetricsLogger:
   """Appends `{'step', 'split', ...metrics}` lines and TensorBoard scalars under a workdir."""
 
-  def __init__(self, workdir: str | os.PathLike[str]):
+  def __init__(self, workdir: str | os.PathLike[str],
+               keep: Callable[[dict[str, Any]], bool] | None = None):
+    """Opens `workdir`'s metrics file for appending.
+
+    Args:
+      workdir: the run directory (local or remote).
+      keep: if given, the rows already in the file for which it returns False are removed
+        first (e.g. `lambda row: row['step'] <= restored_step` on resume).
+    """
     self._enabled = jax.process_index() == 0
     self._path = epath.Path(workdir) / METRICS_FILE
     self._remote = is_remote(workdir)
@@ -41,8 +74,9 @@ class MetricsLogger:
     self._writer = None
     if not self._enabled:
       return
+    kept_text = _kept_text(self._path, keep)
     if self._remote:
-      self._remote_text = self._path.read_text() if self._path.exists() else ''
+      self._remote_text = kept_text
     else:
       self._file = open(self._path, 'a', encoding='utf-8')
     try:
@@ -90,12 +124,6 @@ def read_metrics(workdir: str | os.PathLike[str], split: str | None = None) -> l
   path = epath.Path(workdir) / METRICS_FILE
   if not path.exists():
     return []
-  rows = []
-  for line in path.read_text().splitlines():
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError:
-      continue
-    if split is None or row.get('split') == split:
-      rows.append(row)
-  return rows
+  rows = [_parse(line) for line in path.read_text().splitlines()]
+  return [row for row in rows
+          if row is not None and (split is None or row.get('split') == split)]

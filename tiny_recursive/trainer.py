@@ -4,7 +4,9 @@ Reads the data, builds the model, restores the latest checkpoint in `workdir` if
 one (parameters, optimizer, EMA, puzzle table, ACT carry, step, RNG and data-iterator
 position: rerunning the same command resumes exactly), trains with the jitted step,
 evaluates every `eval_interval` epochs and at the end, and checkpoints every
-`checkpoint_every_steps`, at each evaluation and on SIGTERM (then returns normally).
+`checkpoint_every_steps`, at each evaluation and on SIGTERM or the first Ctrl-C (then
+returns normally). metrics.jsonl keeps one row per step and split: a resumed run drops the
+rows past its restored step before logging them again.
 """
 
 import dataclasses
@@ -35,6 +37,8 @@ from tiny_recursive.data import sources
 
 # progress(step, total_steps, latest_train_metrics) is called at every log step.
 ProgressFn = Callable[[int, int, dict[str, float]], None]
+# notify(message) shows a one-line notice to the person running the command (entry points).
+NotifyFn = Callable[[str], None]
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -181,8 +185,38 @@ def _write_submission(evaluators: evaluation.Evaluators, workdir: str) -> None:
                                     os.path.join(workdir, 'submission.json'))
 
 
+# The metrics.jsonl split of `evaluate_checkpoint` (`--mode=eval`); the training run's
+# evaluations are 'eval'.
+EVAL_ONLY_SPLIT = 'eval_only'
+
+
+def latest_evaluation(workdir: str, checkpointer: checkpointing.Checkpointer,
+                      step: int) -> dict[str, float]:
+  """The run's last evaluation at or before `step`: metrics.jsonl's last 'eval' row, else
+  the metrics saved with the newest checkpoint that has some; {} if there is none.
+
+  Every process takes the same path: both live in the workdir that all of them share.
+  """
+  rows = [row for row in metrics_logging.read_metrics(workdir, 'eval')
+          if row.get('step', 0) <= step]
+  if rows:
+    return {key: value for key, value in rows[-1].items() if key not in ('step', 'split')}
+  for saved_step in reversed(checkpointer.all_steps()):
+    if saved_step > step:
+      continue
+    try:
+      metrics = checkpointer.metadata(saved_step).get('metrics')
+    except Exception:  # pylint: disable=broad-except
+      continue  # A damaged checkpoint; restore_latest has already warned of it.
+    if metrics:
+      return metrics
+  return {}
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Evaluates the latest checkpoint of `workdir` (EMA weights when on); returns metrics.
+
+  Logs them to metrics.jsonl under the split `EVAL_ONLY_SPLIT`.
 
   Builds the evaluation data only (ARC also reads its training tasks: they number the
   puzzle identifiers).
@@ -207,8 +241,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
                                              data.arc_spec)
     results = evaluators.run(state)
     _write_submission(evaluators, workdir)
-    logger = metrics_logging.MetricsLogger(workdir)
-    logger.write(step, 'eval', results)
+    # Its own split, beside the training run's evaluations; evaluating a step again replaces
+    # the earlier row.
+    logger = metrics_logging.MetricsLogger(
+        workdir, keep=lambda row: (row.get('split'), row.get('step')) != (EVAL_ONLY_SPLIT, step))
+    logger.write(step, EVAL_ONLY_SPLIT, results)
     logger.close()
     return results
   finally:
@@ -216,14 +253,22 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       progress: ProgressFn | None = None) -> dict[str, float]:
+                       progress: ProgressFn | None = None,
+                       notify: NotifyFn | None = None) -> dict[str, float]:
   """Trains `config` in `workdir` (resuming if it holds checkpoints); returns the last eval.
+
+  A run that was already finished trains nothing and returns its last evaluation, read back
+  from the workdir; so does a run stopped (SIGTERM, Ctrl-C) before evaluating in this call.
 
   Args:
     config: the experiment config (experiments/configs/*.py).
     workdir: run directory: config.json, metrics.jsonl, tensorboard/, checkpoints/.
     progress: optional callback for a progress display (entry points only).
+    notify: optional callback for one-line notices (compiling, already finished, stopped);
+      absl INFO logging without it.
   """
+  if notify is None:
+    notify = functools.partial(logging.info, '%s')
   _start(config, workdir)
   train_split, test_split = load_splits(config)
   pipes = pipeline.build_pipelines(config, train_split, test_split, jax.process_index(),
@@ -250,18 +295,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           out_shardings=run.state_sharding.carry)())
     train_iter.set_state(iterator_state)
     logging.info('Resumed from step %d.', restored_step)
-  checkpointer.install_sigterm_handler()
+  checkpointer.install_stop_handlers()
 
   train_step = train.jit_train_step(run.model, run.tx, run.schedules, config, mesh,
                                     run.state_sharding)
   evaluators = evaluation.build_evaluators(config, run.model, mesh, pipes.eval, pipes.arc_spec)
-  logger = metrics_logging.MetricsLogger(workdir)
-  step = int(state.step)
+  step = start_step = int(state.step)
+  # Rows past the restored step (or all, from scratch) belong to steps trained again now.
+  logger = metrics_logging.MetricsLogger(workdir,
+                                         keep=lambda row: row.get('step', 0) <= start_step)
   totals = None
   log_timer = (time.perf_counter(), step)  # Wall time of the steps between two logs.
   last_eval: dict[str, float] = {}
 
   last_saved_step = -1
+  stopped = False
 
   def save(force: bool, metrics: dict[str, float] | None = None) -> None:
     nonlocal last_saved_step
@@ -284,6 +332,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     while step < total_steps:
       local_batch = next(train_iter)
       batch = sharding.global_batch_from_local(mesh, local_batch)
+      if step == start_step:
+        notify('Compiling the train step ...')
       state, metrics = train_step(state, batch)
       lr = metrics.pop('lr')
       if totals is None:
@@ -320,14 +370,25 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         check_finite()
         save(force=False)
 
-      if checkpointer.should_stop(step):
+      # At the last step the run has just evaluated and saved: it simply finishes.
+      if step < total_steps and checkpointer.should_stop(step):
         check_finite()
         logging.warning('Stop requested: saving step %d and exiting.', step)
         if last_saved_step != step:  # Orbax refuses to save a step twice.
           save(force=True)
+        stopped = True
         break
+    if not last_eval:  # Finished before this call, or stopped before evaluating.
+      checkpointer.wait_until_finished()
+      last_eval = latest_evaluation(workdir, checkpointer, step)
   finally:
     checkpointer.wait_until_finished()
     checkpointer.close()
     logger.close()
+  if stopped:
+    notify(f'Stopped at step {step} of {total_steps}; saved it in {checkpointer.directory}. '
+           'Rerun the same command to continue from there.')
+  elif step == start_step:
+    notify(f'The run in {workdir} was already finished at step {step}; nothing to train. '
+           'Its last evaluation follows.')
   return last_eval

@@ -1,0 +1,154 @@
+"""What `python -m experiments.main` shows and leaves behind, beyond the training itself.
+
+Reruns of a finished run, `--mode=eval`'s rows in metrics.jsonl, the compiling notice and the
+progress display (plain lines off a terminal, a bar of fixed width on a terminal of width 0).
+Subprocess runs of the tiny config as in tests/entry_point.py.
+"""
+
+import fcntl
+import io
+import json
+import os
+import pathlib
+import pty
+import struct
+import subprocess
+import termios
+import threading
+
+import pytest
+
+from experiments import command_line
+from experiments import config_loading
+from experiments import summarize_run
+from tests import entry_point
+from tiny_recursive import metrics_logging
+
+MAX_STEPS = entry_point.MAX_STEPS
+
+
+@pytest.mark.slow
+def test_rerun_of_a_finished_run_prints_its_final_evaluation(shared_dirs, reference,
+                                                            tmp_path):
+  workdir = entry_point.copy_run(reference[0], tmp_path)
+  reference_eval = reference[1]
+  metrics_path = pathlib.Path(workdir) / metrics_logging.METRICS_FILE
+  logged = metrics_path.read_text()
+
+  rerun = entry_point.run_main(shared_dirs, workdir)
+  assert entry_point.final_eval(rerun) == reference_eval
+  assert (f'The run in {workdir} was already finished at step {MAX_STEPS}; nothing to '
+          'train.') in rerun.stderr
+  assert 'Compiling' not in rerun.stderr
+  assert metrics_path.read_text() == logged
+
+  # Without metrics.jsonl, from the metrics saved with the last checkpoint.
+  metrics_path.unlink()
+  rerun = entry_point.run_main(shared_dirs, workdir)
+  assert entry_point.final_eval(rerun) == reference_eval
+
+
+@pytest.mark.slow
+def test_eval_mode_rows_have_their_own_split_and_are_not_repeated(shared_dirs, reference,
+                                                                  tmp_path):
+  reference_dir, reference_eval, _ = reference
+  workdir = entry_point.copy_run(reference_dir, tmp_path)
+  for _ in range(2):
+    result = entry_point.run_main(shared_dirs, workdir, '--mode=eval')
+    assert entry_point.final_eval(result) == reference_eval
+  eval_only = metrics_logging.read_metrics(workdir, 'eval_only')
+  assert [row['step'] for row in eval_only] == [MAX_STEPS]
+  assert entry_point.without_timing(eval_only[0]) == dict(reference_eval, step=MAX_STEPS,
+                                                          split='eval_only')
+  # The training run's evaluations are left as they were.
+  assert (metrics_logging.read_metrics(workdir, 'eval') ==
+          metrics_logging.read_metrics(reference_dir, 'eval'))
+  lines = summarize_run.format_rows(metrics_logging.read_metrics(workdir))
+  assert lines[-1].startswith(f'{MAX_STEPS} eval_only exact_accuracy=')
+
+
+@pytest.mark.slow
+def test_plain_progress_lines_and_one_compiling_notice_off_a_terminal(reference):
+  stderr = reference[2]
+  assert stderr.count('Compiling the train step ...') == 1
+  lines = stderr.splitlines()
+  assert lines.index('Compiling the train step ...') < min(
+      i for i, line in enumerate(lines) if line.startswith('step '))
+  assert '\r' not in stderr  # No bar redrawn in place.
+  assert 'step 1/12: loss=' in stderr
+  assert f'step {MAX_STEPS}/{MAX_STEPS}: loss=' in stderr
+  assert ' train_exact=' in stderr and ' exact=' not in stderr
+
+
+def _read_all(fd: int, chunks: list[bytes]) -> None:
+  while True:
+    try:
+      chunk = os.read(fd, 4096)
+    except OSError:  # EIO once the other side is closed.
+      return
+    if not chunk:
+      return
+    chunks.append(chunk)
+
+
+@pytest.mark.slow
+def test_a_terminal_of_width_zero_still_shows_the_bar(shared_dirs, tmp_path):
+  leader, follower = pty.openpty()
+  fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack('HHHH', 0, 0, 0, 0))
+  chunks = []
+  reader = threading.Thread(target=_read_all, args=(leader, chunks), daemon=True)
+  reader.start()
+  try:
+    result = subprocess.run(
+        entry_point.main_command(str(tmp_path / 'run'), shared_dirs['data_dir'],
+                                 '--config.train.max_steps=3'),
+        cwd=entry_point.REPO_ROOT, env=entry_point.main_env(shared_dirs['cache_dir']),
+        stdout=subprocess.PIPE, stderr=follower, text=True,
+        timeout=entry_point.RUN_TIMEOUT_S, check=False)
+  finally:
+    os.close(follower)
+  reader.join(timeout=10)
+  os.close(leader)
+  shown = b''.join(chunks).decode('utf-8', 'replace')
+  assert result.returncode == 0, shown[-3000:]
+  assert json.loads(result.stdout.splitlines()[-1])['final_eval']
+  assert 'Compiling the train step ...' in shown
+  assert '3/3 [' in shown and 'train_exact=' in shown
+
+
+def test_plain_lines_are_spaced_and_the_last_one_is_kept(monkeypatch):
+  clock = iter([0.0, 1.0, 2.0, 40.0, 41.0])
+  monkeypatch.setattr(command_line.time, 'monotonic', lambda: next(clock))
+  stream = io.StringIO()
+  metrics = {'lm_loss': 1.0, 'exact_accuracy': 0.5, 'steps': 2.0}
+  with command_line.ProgressBar(stream) as progress:
+    for step in (1, 2, 3):
+      progress(step, 10, metrics)
+    progress.notify('a notice')
+    progress(4, 10, metrics)
+    progress(5, 10, metrics)
+  line = 'step {}/10: loss=1.000 train_exact=0.500 steps=2.0'.format
+  # Step 2 is never shown; 3 comes out before the notice, 5 at the end.
+  assert stream.getvalue().splitlines() == [line(1), line(3), 'a notice', line(4), line(5)]
+
+
+def test_interrupt_without_saving_is_one_error_line(capsys, monkeypatch, tmp_path):
+  """A Ctrl-C that reaches the entry point (before training starts, or a second one)."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from experiments import main  # pylint: disable=g-import-not-at-top
+  from tiny_recursive import trainer  # pylint: disable=g-import-not-at-top
+
+  def interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(trainer, 'train_and_evaluate', interrupted)
+  flags.FLAGS(['prog', f'--config={config_loading.resolve_config_argument("tiny")}',
+               f'--workdir={tmp_path}'])
+  try:
+    with pytest.raises(SystemExit) as exit_info:
+      main.main(['prog'])
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert exit_info.value.code == 130
+  error = capsys.readouterr().err
+  assert error.startswith('error: interrupted without saving;') and error.count('\n') == 1
