@@ -13,13 +13,13 @@ import pathlib
 import pty
 import struct
 import subprocess
+import sys
 import termios
 import threading
 
 import pytest
 
 from experiments import command_line
-from experiments import config_loading
 from experiments import summarize_run
 from tests import entry_point
 from tiny_recursive import metrics_logging
@@ -132,23 +132,26 @@ def test_plain_lines_are_spaced_and_the_last_one_is_kept(monkeypatch):
   assert stream.getvalue().splitlines() == [line(1), line(3), 'a notice', line(4), line(5)]
 
 
-def test_interrupt_without_saving_is_one_error_line(capsys, monkeypatch, tmp_path):
+_INTERRUPT_BEFORE_TRAINING = """
+import runpy, sys
+from tiny_recursive import trainer
+
+def interrupted(*args, **kwargs):
+  raise KeyboardInterrupt
+
+trainer.train_and_evaluate = interrupted
+sys.argv = ['experiments.main', '--config=tiny', '--workdir=' + sys.argv[1]]
+runpy.run_module('experiments.main', run_name='__main__')
+"""
+
+
+def test_interrupt_without_saving_is_one_error_line(tmp_path):
   """A Ctrl-C that reaches the entry point (before training starts, or a second one)."""
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  from experiments import main  # pylint: disable=g-import-not-at-top
-  from tiny_recursive import trainer  # pylint: disable=g-import-not-at-top
-
-  def interrupted(*args, **kwargs):
-    raise KeyboardInterrupt
-
-  monkeypatch.setattr(trainer, 'train_and_evaluate', interrupted)
-  flags.FLAGS(['prog', f'--config={config_loading.resolve_config_argument("tiny")}',
-               f'--workdir={tmp_path}'])
-  try:
-    with pytest.raises(SystemExit) as exit_info:
-      main.main(['prog'])
-  finally:
-    flags.FLAGS.unparse_flags()
-  assert exit_info.value.code == 130
-  error = capsys.readouterr().err
-  assert error.startswith('error: interrupted without saving;') and error.count('\n') == 1
+  result = subprocess.run([sys.executable, '-c', _INTERRUPT_BEFORE_TRAINING, str(tmp_path)],
+                          cwd=entry_point.REPO_ROOT, capture_output=True, text=True,
+                          timeout=120, check=False,
+                          env=dict(os.environ, JAX_PLATFORMS='cpu',
+                                   PYTHONPATH=str(entry_point.REPO_ROOT)))
+  assert result.returncode == 130, result.stderr[-2000:]
+  assert result.stderr.startswith('error: interrupted without saving;')
+  assert result.stderr.count('\n') == 1
