@@ -17,11 +17,6 @@ from absl import flags
 
 from tiny_recursive import atomic_files
 
-_RESULTS = flags.DEFINE_string('results', None, 'JSON lines of experiments.evaluate.',
-                               required=True)
-_OUTPUT = flags.DEFINE_string('output', None, 'PNG to write (none: the table only).')
-_TITLE = flags.DEFINE_string('title', '', 'Figure title.')
-
 REQUIRED_KEYS = ('num_steps', 'num_trajectories', 'trajectory_noise', 'exact_accuracy')
 
 
@@ -96,14 +91,24 @@ def plot(rows: list[dict[str, Any]], output: str, title: str = '') -> None:
   plt.close(figure)
 
 
+def define_flags() -> None:
+  """Defines the command-line flags (only when run as a program, so the module imports cleanly)."""
+  flags.DEFINE_string('results', None, 'JSON lines of experiments.evaluate.', required=True)
+  flags.DEFINE_string('output', None, 'PNG to write (none: the table only).')
+  flags.DEFINE_string('title', '', 'Figure title.')
+
+
 def main(argv: list[str]) -> None:
-  del argv
-  rows = read_results(_RESULTS.value)
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  f = flags.FLAGS
+  rows = read_results(f.results)
   print(table(rows))
-  if _OUTPUT.value:
-    plot(rows, _OUTPUT.value, _TITLE.value)
-    print(f'wrote {os.path.abspath(_OUTPUT.value)}')
+  if f.output:
+    plot(rows, f.output, f.title)
+    print(f'wrote {os.path.abspath(f.output)}')
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
