@@ -4,11 +4,18 @@ r"""Batch prediction with a saved model (TRM_REFERENCE.md §4, evaluation).
       --inputs=puzzles.npz --output=predictions.npz [--steps=16] [--batch_size=256]
 
 `--inputs` is an .npz with `inputs` int [N, seq_len] and `puzzle_identifiers` int [N].
-Every example runs `--steps` supervision steps (default `config.model.halt_max_steps`) from
-the reset state with no early halting. `--output` gets `preds` int32 [N, seq_len] (argmax of
-the last step), `logits` float32 [steps, N, seq_len, vocab] and `q_halt_logits` float32
-[steps, N]. `--checkpoint` is a model export (experiments.import_torch, training exports) or a
-training workdir (its latest checkpoint, EMA weights).
+Every example runs `--steps` supervision steps (default `config.eval.num_steps`, whose 0
+means `config.model.halt_max_steps`) from the reset state with no early halting. `--output`
+gets `preds` int32 [N, seq_len] (argmax of the last step), `logits` float32 [steps, N,
+seq_len, vocab] and `q_halt_logits` float32 [steps, N]. `--checkpoint` is a model export
+(experiments.import_torch, training exports) or a training workdir (its latest checkpoint,
+EMA weights).
+
+Test-time scaling (docs/test_time_scaling.md): `--config.eval.num_trajectories=K
+--config.eval.trajectory_noise=S` runs K noisy trajectories per example and keeps the one
+with the highest last-step q_halt; the outputs above are the kept trajectory's, plus
+`trajectory` int32 [N] (its index) and `trajectory_q_halt` float32 [N, K]. Memory grows
+K-fold: lower `--batch_size` to fit.
 """
 
 import os
@@ -122,39 +129,53 @@ def check_params(model: model_lib.RecursiveModel, params: Any, constants: Any,
 
 def predict(model: model_lib.RecursiveModel, params: Any, constants: Any, puzzle_table: Any,
             inputs: np.ndarray, puzzle_identifiers: np.ndarray, *, num_steps: int,
-            batch_size: int) -> dict[str, np.ndarray]:
+            batch_size: int, settings: act.EvalSettings | None = None
+            ) -> dict[str, np.ndarray]:
   """Runs `num_steps` evaluation steps on every example, in batches (the last one padded).
+
+  Args:
+    settings: test-time scaling; None: `num_steps` deterministic steps. Its num_steps wins.
 
   Returns:
     preds int32 [N, seq_len], logits float32 [num_steps, N, seq_len, vocab], q_halt_logits
-    float32 [num_steps, N].
+    float32 [num_steps, N]; with several trajectories, those of the kept one and
+    trajectory int32 [N], trajectory_q_halt float32 [N, K]. Example i's noise depends on i,
+    not on the batch size.
   """
+  settings = settings or act.EvalSettings(num_steps=num_steps)
   num_examples = inputs.shape[0]
   batch_size = max(1, min(batch_size, num_examples))
+  with_trajectories = settings.num_trajectories > 1
 
   @jax.jit
-  def run(params, constants, puzzle_table, batch_inputs, batch_ids):
-    out = act.run_eval_steps(model, params, constants, model.puzzle_rows(puzzle_table, batch_ids),
-                             batch_inputs, num_steps, keep_steps=True)
-    return {'preds': out.preds, 'logits': out.step_logits, 'q_halt_logits': out.step_q_halt}
+  def run(params, constants, puzzle_table, batch_inputs, batch_ids, first_example):
+    out = act.run_eval(model, params, constants, model.puzzle_rows(puzzle_table, batch_ids),
+                       batch_inputs, settings, first_example=first_example, keep_steps=True)
+    result = {'preds': out.preds, 'logits': out.step_logits, 'q_halt_logits': out.step_q_halt}
+    if with_trajectories:
+      result.update(trajectory=out.trajectory, trajectory_q_halt=out.trajectory_q_halt)
+    return result
 
   params, constants, puzzle_table = jax.device_put((params, constants, puzzle_table))
-  outputs = {'preds': [], 'logits': [], 'q_halt_logits': []}
+  # Axis of the example index in each output.
+  axes = {'preds': 0, 'logits': 1, 'q_halt_logits': 1}
+  if with_trajectories:
+    axes.update(trajectory=0, trajectory_q_halt=0)
+  outputs = {key: [] for key in axes}
   for start in range(0, num_examples, batch_size):
     stop = min(start + batch_size, num_examples)
     pad = batch_size - (stop - start)
     # Padding rows are blank examples (pad token 0, identifier 0) and are dropped below.
     batch_inputs = np.pad(inputs[start:stop], ((0, pad), (0, 0)))
     batch_ids = np.pad(puzzle_identifiers[start:stop], (0, pad))
-    result = jax.device_get(run(params, constants, puzzle_table, batch_inputs, batch_ids))
-    outputs['preds'].append(np.asarray(result['preds'][:stop - start], np.int32))
-    outputs['logits'].append(np.asarray(result['logits'][:, :stop - start], np.float32))
-    outputs['q_halt_logits'].append(
-        np.asarray(result['q_halt_logits'][:, :stop - start], np.float32))
+    result = jax.device_get(run(params, constants, puzzle_table, batch_inputs, batch_ids,
+                                np.int32(start)))
+    for key, axis in axes.items():
+      kept = np.take(np.asarray(result[key]), np.arange(stop - start), axis=axis)
+      outputs[key].append(kept.astype(np.int32 if key in ('preds', 'trajectory')
+                                      else np.float32))
     logging.info('Predicted %d / %d examples.', stop, num_examples)
-  return {'preds': np.concatenate(outputs['preds'], axis=0),
-          'logits': np.concatenate(outputs['logits'], axis=1),
-          'q_halt_logits': np.concatenate(outputs['q_halt_logits'], axis=1)}
+  return {key: np.concatenate(outputs[key], axis=axis) for key, axis in axes.items()}
 
 
 def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
@@ -192,6 +213,23 @@ def load_checked_model(config: ml_collections.ConfigDict, checkpoint: str):
   return model, params, constants, puzzle_table
 
 
+def eval_settings(config: ml_collections.ConfigDict,
+                  steps: int | None = None) -> act.EvalSettings:
+  """`config.eval`'s test-time scaling; `steps` (the --steps flag), when given, wins over
+  eval.num_steps (0: model.halt_max_steps)."""
+  num_steps = int(steps if steps is not None else
+                  config.eval.num_steps or config.model.halt_max_steps)
+  if num_steps < 1:
+    raise ValueError(f'--steps must be at least 1, got {num_steps}.')
+  try:
+    return act.EvalSettings(num_steps=num_steps,
+                            num_trajectories=int(config.eval.num_trajectories),
+                            trajectory_noise=float(config.eval.trajectory_noise),
+                            noise_seed=int(config.eval.noise_seed))
+  except ValueError as error:
+    raise ValueError(f'config.eval: {error}') from None
+
+
 def run_prediction(config: ml_collections.ConfigDict, checkpoint: str, inputs_path: str,
                    output_path: str, *, steps: int | None = None,
                    batch_size: int | None = None) -> dict[str, np.ndarray]:
@@ -200,14 +238,12 @@ def run_prediction(config: ml_collections.ConfigDict, checkpoint: str, inputs_pa
   num_ids = model.num_puzzle_identifiers
   inputs, ids = load_inputs(inputs_path, seq_len=config.data.seq_len,
                             vocab_size=config.data.vocab_size, num_puzzle_identifiers=num_ids)
-  num_steps = config.model.halt_max_steps if steps is None else steps
-  if num_steps < 1:
-    raise ValueError(f'--steps must be at least 1, got {num_steps}.')
+  settings = eval_settings(config, steps)
   batch_size = config.eval.global_batch_size if batch_size is None else batch_size
   if batch_size < 1:
     raise ValueError(f'--batch_size must be at least 1, got {batch_size}.')
-  outputs = predict(model, params, constants, puzzle_table, inputs, ids, num_steps=num_steps,
-                    batch_size=batch_size)
+  outputs = predict(model, params, constants, puzzle_table, inputs, ids,
+                    num_steps=settings.num_steps, batch_size=batch_size, settings=settings)
   write_npz(output_path, outputs)
   return outputs
 
@@ -220,8 +256,8 @@ def define_flags() -> None:
   flags.DEFINE_string('inputs', None,
                       '.npz with inputs [N, seq_len] and puzzle_identifiers [N].')
   flags.DEFINE_string('output', None, '.npz to write preds, logits and q_halt_logits to.')
-  flags.DEFINE_integer('steps', None,
-                       'Supervision steps per example (default config.model.halt_max_steps).')
+  flags.DEFINE_integer('steps', None, 'Supervision steps per example (default '
+                       'config.eval.num_steps; 0 there: config.model.halt_max_steps).')
   flags.DEFINE_integer('batch_size', None,
                        'Examples per forward call (default config.eval.global_batch_size).')
   flags.mark_flags_as_required(['config', 'checkpoint', 'inputs', 'output'])

@@ -7,9 +7,11 @@ r"""Solve one puzzle with a saved model and picture the answer (TRM_REFERENCE.md
   python -m experiments.solve --config=arc_agi1 --checkpoint=DIR \
       --arc_task=arc-agi_evaluation_challenges.json --task_id=00576224 --vote
 
-The model runs `--steps` supervision steps (default `config.model.halt_max_steps`) in
-evaluation mode from the reset state, with no early halting (§4); the answer is the argmax of
-the last step. Printed: the answer as a text grid, whether it is valid (Sudoku: rules and
+The model runs `--steps` supervision steps (default `config.eval.num_steps`, whose 0 means
+`config.model.halt_max_steps`) in evaluation mode from the reset state, with no early halting
+(§4); the answer is the argmax of the last step. With `--config.eval.num_trajectories=K` and
+`--config.eval.trajectory_noise=S`, K noisy trajectories run and the one with the highest
+last-step q_halt is shown (docs/test_time_scaling.md). Printed: the answer as a text grid, whether it is valid (Sudoku: rules and
 givens; maze: an S-G path of `o` cells, and whether it is a shortest one; ARC: equal to the
 test output when the file has it) and the halting step (the first step whose q_halt > 0).
 Written to `--output_dir`: `solve_input_answer.png` (input and answer side by side) and
@@ -79,33 +81,39 @@ class Solver:
   def __post_init__(self):
     self._jitted = {}
 
-  def _compiled(self, num_steps: int):
-    if num_steps not in self._jitted:
+  def _compiled(self, settings: act.EvalSettings):
+    if settings not in self._jitted:
       model = self.model
 
-      def run(params, constants, puzzle_table, inputs, ids):
-        outputs = act.run_eval_steps(model, params, constants,
-                                     model.puzzle_rows(puzzle_table, ids), inputs, num_steps,
-                                     keep_steps=True)
+      def run(params, constants, puzzle_table, inputs, ids, first_example):
+        outputs = act.run_eval(model, params, constants, model.puzzle_rows(puzzle_table, ids),
+                               inputs, settings, first_example=first_example, keep_steps=True)
         step_preds = jnp.argmax(outputs.step_logits, axis=-1).astype(jnp.int32)
+        trajectory = (jnp.zeros(inputs.shape[:1], jnp.int32) if outputs.trajectory is None
+                      else outputs.trajectory)
         return {'step_preds': step_preds, 'q_halt_logits': outputs.step_q_halt,
-                'preds': outputs.preds}
+                'preds': outputs.preds, 'trajectory': trajectory}
 
-      self._jitted[num_steps] = jax.jit(run)
-    return self._jitted[num_steps]
+      self._jitted[settings] = jax.jit(run)
+    return self._jitted[settings]
 
-  def run(self, inputs: np.ndarray, puzzle_identifiers: np.ndarray, num_steps: int,
-          batch_size: int) -> dict[str, np.ndarray]:
-    """Runs `num_steps` evaluation steps on every row, in padded batches.
+  def run(self, inputs: np.ndarray, puzzle_identifiers: np.ndarray,
+          steps: int | act.EvalSettings, batch_size: int) -> dict[str, np.ndarray]:
+    """Runs evaluation steps on every row, in padded batches.
 
     Args:
       inputs: int32 [N, seq_len]; puzzle_identifiers: int32 [N].
+      steps: the number of steps, or test-time scaling settings (several trajectories: the
+        outputs are those of each row's kept trajectory).
 
     Returns:
       step_preds int32 [num_steps, N, seq_len] (argmax after each step), q_halt_logits
-      float32 [num_steps, N], preds int32 [N, seq_len] (the last step's argmax).
+      float32 [num_steps, N], preds int32 [N, seq_len] (the last step's argmax), trajectory
+      int32 [N] (the kept trajectory, 0 with one).
     """
-    run = self._compiled(num_steps)
+    settings = (steps if isinstance(steps, act.EvalSettings)
+                else act.EvalSettings(num_steps=int(steps)))
+    run = self._compiled(settings)
     n = inputs.shape[0]
     batch_size = max(1, min(batch_size, n))
     parts = []
@@ -115,14 +123,17 @@ class Solver:
       # Padding rows are blank examples (pad tokens, identifier 0), dropped below.
       out = jax.device_get(run(self.params, self.constants, self.puzzle_table,
                                np.pad(inputs[start:stop], ((0, pad), (0, 0))),
-                               np.pad(puzzle_identifiers[start:stop], (0, pad))))
+                               np.pad(puzzle_identifiers[start:stop], (0, pad)),
+                               np.int32(start)))
       parts.append({'step_preds': np.asarray(out['step_preds'][:, :stop - start]),
                     'q_halt_logits': np.asarray(out['q_halt_logits'][:, :stop - start],
                                                 np.float32),
-                    'preds': np.asarray(out['preds'][:stop - start])})
+                    'preds': np.asarray(out['preds'][:stop - start]),
+                    'trajectory': np.asarray(out['trajectory'][:stop - start])})
     return {'step_preds': np.concatenate([p['step_preds'] for p in parts], axis=1),
             'q_halt_logits': np.concatenate([p['q_halt_logits'] for p in parts], axis=1),
-            'preds': np.concatenate([p['preds'] for p in parts], axis=0)}
+            'preds': np.concatenate([p['preds'] for p in parts], axis=0),
+            'trajectory': np.concatenate([p['trajectory'] for p in parts], axis=0)}
 
 
 def load_solver(config: ml_collections.ConfigDict, checkpoint: str) -> Solver:
@@ -494,11 +505,13 @@ class SolveResult:
   attempts: list[list[np.ndarray]] = dataclasses.field(default_factory=list)
 
 
-def _num_steps(config: ml_collections.ConfigDict, steps: int | None) -> int:
-  num_steps = int(config.model.halt_max_steps if steps is None else steps)
-  if num_steps < 1:
-    raise ValueError(f'--steps must be at least 1, got {num_steps}.')
-  return num_steps
+def _steps_text(settings: act.EvalSettings) -> str:
+  """'16 steps', or '16 steps, best of 8 trajectories (noise 0.1)'."""
+  text = f'{settings.num_steps} steps'
+  if settings.stochastic:
+    text += (f', best of {settings.num_trajectories} trajectories (noise '
+             f'{settings.trajectory_noise:g}, seed {settings.noise_seed})')
+  return text
 
 
 def solve_sudoku(config: ml_collections.ConfigDict, solver: Solver, puzzle: str,
@@ -506,8 +519,8 @@ def solve_sudoku(config: ml_collections.ConfigDict, solver: Solver, puzzle: str,
   """Solves an 81-character Sudoku string; writes the PNG and GIF to `output_dir`."""
   check_data_shape(config, '--sudoku', SUDOKU_SEQ_LEN, SUDOKU_VOCAB)
   tokens = parse_sudoku(puzzle)
-  num_steps = _num_steps(config, steps)
-  out = solver.run(tokens[None], np.zeros(1, np.int32), num_steps, 1)
+  settings = predict.eval_settings(config, steps)
+  out = solver.run(tokens[None], np.zeros(1, np.int32), settings, 1)
   answer = out['preds'][0]
   valid, reason = sudoku_validity(tokens, answer)
   png, gif = write_pictures(
@@ -515,7 +528,7 @@ def solve_sudoku(config: ml_collections.ConfigDict, solver: Solver, puzzle: str,
       [rendering.render_sudoku(answer, givens=tokens)],
       [[rendering.render_sudoku(p[0], givens=tokens)] for p in out['step_preds']])
   report = '\n'.join([
-      'puzzle:', sudoku_text(tokens), '', f'answer after {num_steps} steps:',
+      'puzzle:', sudoku_text(tokens), '', f'answer after {_steps_text(settings)}:',
       sudoku_text(answer), '', f'valid: {"yes" if valid else "no"} ({reason})',
       halting_line(out['q_halt_logits'][:, 0]), f'wrote {png} and {gif}'])
   return SolveResult(report=report, answers=[answer], valid=[valid],
@@ -528,8 +541,8 @@ def solve_maze(config: ml_collections.ConfigDict, solver: Solver, path: str, out
   """Solves the maze in text file `path`; writes the PNG and GIF to `output_dir`."""
   check_data_shape(config, '--maze', MAZE_SEQ_LEN, MAZE_VOCAB)
   tokens = read_maze(path)
-  num_steps = _num_steps(config, steps)
-  out = solver.run(tokens[None], np.zeros(1, np.int32), num_steps, 1)
+  settings = predict.eval_settings(config, steps)
+  out = solver.run(tokens[None], np.zeros(1, np.int32), settings, 1)
   answer = out['preds'][0]
   is_path, is_shortest, reason = maze_validity(tokens, answer)
   png, gif = write_pictures(output_dir, [rendering.render_maze(tokens)],
@@ -538,7 +551,7 @@ def solve_maze(config: ml_collections.ConfigDict, solver: Solver, path: str, out
   verdict = 'yes, a shortest path' if is_shortest else (
       'yes, but not a shortest path' if is_path else 'no')
   report = '\n'.join([
-      f'answer after {num_steps} steps:', maze_text(answer), '',
+      f'answer after {_steps_text(settings)}:', maze_text(answer), '',
       f'valid S-G path: {verdict} ({reason})',
       halting_line(out['q_halt_logits'][:, 0]), f'wrote {png} and {gif}'])
   return SolveResult(report=report, answers=[answer], valid=[is_path],
@@ -553,7 +566,7 @@ def solve_arc(config: ml_collections.ConfigDict, solver: Solver, path: str, outp
   """Solves every test input of an ARC task file (with `vote`, over all versions, §8)."""
   check_data_shape(config, '--arc_task', arc_encoding.SEQ_LEN, ARC_VOCAB)
   task = read_arc_task(path, task_id)
-  num_steps = _num_steps(config, steps)
+  settings = predict.eval_settings(config, steps)
   plan = arc_versions(config, task, solver.num_identifiers, vote, catalog)
   ids = plan.identifiers()
   num_tests = len(task.test_inputs)
@@ -565,7 +578,7 @@ def solve_arc(config: ml_collections.ConfigDict, solver: Solver, path: str, outp
       meta_version.append(v)
       meta_test.append(i)
       row_ids.append(ids[v])
-  out = solver.run(np.stack(inputs).astype(np.int32), np.asarray(row_ids, np.int32), num_steps,
+  out = solver.run(np.stack(inputs).astype(np.int32), np.asarray(row_ids, np.int32), settings,
                    int(config.eval.global_batch_size))
   spec = arc_evaluation.ArcEvalSpec(task_ids=(task.task_id,), versions=(plan.versions,),
                                     solutions=None)
@@ -576,7 +589,7 @@ def solve_arc(config: ml_collections.ConfigDict, solver: Solver, path: str, outp
                      out['preds'], out['q_halt_logits'][-1])
   identity_preds = out['step_preds'][:, :num_tests]  # [steps, num_tests, 900]
   lines = [f'task {task.task_id}: {num_tests} test input(s), {len(plan.versions)} version(s), '
-           f'{num_steps} steps', f'puzzle identifiers: {plan.explanation}']
+           f'{_steps_text(settings)}', f'puzzle identifiers: {plan.explanation}']
   answers, valid, halts, attempts, notes = [], [], [], [], []
   for i in range(num_tests):
     direct = arc_encoding.decode_grid(identity_preds[-1, i])
@@ -657,8 +670,8 @@ def define_flags() -> None:
                       'ARC task JSON ({"train", "test"}) or Kaggle challenges file.')
   flags.DEFINE_string('task_id', None, 'Task id inside a Kaggle challenges file.')
   flags.DEFINE_bool('vote', False, 'ARC: vote over every augmented version (pass@2).')
-  flags.DEFINE_integer('steps', None,
-                       'Supervision steps (default config.model.halt_max_steps).')
+  flags.DEFINE_integer('steps', None, 'Supervision steps (default config.eval.num_steps; 0 '
+                       'there: config.model.halt_max_steps).')
   flags.DEFINE_string('output_dir', '.', 'Where solve_input_answer.png and solve_steps.gif go.')
   flags.mark_flags_as_required(['config', 'checkpoint'])
 

@@ -1,5 +1,7 @@
 """Tests for tiny_recursive.act: carry reset, halting, exploration, Q-continue target, eval."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -227,3 +229,171 @@ def test_run_eval_steps_equals_manual_steps(model, make_random_variables):
   assert not np.allclose(manual[-1].logits, manual[-2].logits, atol=1e-3)
   np.testing.assert_array_equal(result['preds'], np.argmax(manual[-1].logits, axis=-1))
   assert result['preds'].dtype == jnp.int32
+
+
+# --- Test-time scaling ---
+
+
+def _eval_inputs(model, make_random_variables, batch_size=3, seed=3):
+  variables = make_random_variables(model, seed=seed)
+  rng = np.random.default_rng(seed + 1)
+  table = jnp.asarray(rng.standard_normal((5, 16)), jnp.float32)
+  ids = jnp.asarray(rng.integers(0, 5, batch_size), jnp.int32)
+  inputs = jnp.asarray(rng.integers(0, model.vocab_size, (batch_size, model.seq_len)),
+                       jnp.int32)
+  return variables['params'], variables['constants'], model.puzzle_rows(table, ids), inputs
+
+
+def _run_eval(model, params, constants, rows, inputs, settings, first_example=0):
+  fn = lambda p, c, r, x, f: act.run_eval(model, p, c, r, x, settings, first_example=f,
+                                          keep_steps=True)
+  return jax.device_get(_jit(fn)(params, constants, rows, inputs, jnp.int32(first_example)))
+
+
+def test_reference_settings_are_exactly_run_eval_steps(model, make_random_variables):
+  params, constants, rows, inputs = _eval_inputs(model, make_random_variables)
+  settings = act.EvalSettings(num_steps=model.config.halt_max_steps)
+  assert not settings.stochastic
+  reference = lambda p: act.run_eval_steps(model, p, constants, rows, inputs, 3)
+  scaled = lambda p: act.run_eval(model, p, constants, rows, inputs, settings)
+  # The same operations, not merely the same numbers.
+  assert str(jax.make_jaxpr(scaled)(params)) == str(jax.make_jaxpr(reference)(params))
+  expected, got = jax.device_get((_jit(reference)(params), _jit(scaled)(params)))
+  for name in ('preds', 'q_halt', 'halted_preds', 'halt_step', 'steps_run'):
+    np.testing.assert_array_equal(getattr(got, name), getattr(expected, name))
+  assert got.trajectory is None
+
+
+def test_num_steps_runs_that_many_steps(model, make_random_variables):
+  params, constants, rows, inputs = _eval_inputs(model, make_random_variables)
+  num_steps = 6  # Twice the model's halt_max_steps.
+  run = _run_eval(model, params, constants, rows, inputs, act.EvalSettings(num_steps=num_steps))
+
+  @_jit
+  def manual():
+    state, outputs = model.initial_state(constants, 3), []
+    for _ in range(num_steps):
+      state, out = model.supervision_step(params, rows, *state, inputs)
+      outputs.append(out)
+    return outputs
+
+  manual = manual()
+  assert int(run.steps_run) == num_steps and run.step_logits.shape[0] == num_steps
+  for i, out in enumerate(manual):
+    np.testing.assert_allclose(run.step_logits[i], out.logits, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(run.q_halt, manual[-1].q_halt, rtol=1e-5, atol=1e-5)
+  np.testing.assert_array_equal(run.preds, np.argmax(manual[-1].logits, -1))
+
+
+@pytest.mark.parametrize('gradient_mode', ['last_cycle', 'one_step'])
+def test_the_noise_hook_sees_every_low_update_once_in_order(make_tiny_model,
+                                                            make_random_variables,
+                                                            gradient_mode):
+  model = make_tiny_model(h_cycles=3, l_cycles=2, num_layers=1, mixer='mlp',
+                          pos_encodings='none', gradient_mode=gradient_mode)
+  params, constants, rows, inputs = _eval_inputs(model, make_random_variables)
+  seen = []
+
+  def hook(z_L, update):
+    jax.debug.callback(lambda u: seen.append(int(u)), update, ordered=True)
+    return z_L
+
+  def step(hook):
+    return model.supervision_step(params, rows, *model.initial_state(constants, 3), inputs,
+                                  perturb_latent=hook)
+
+  with_hook = jax.device_get(_jit(lambda: step(hook))())
+  assert seen == list(range(model.low_updates_per_step)) == list(range(6))
+  # An identity hook changes nothing; a hook that changes z_L changes the answer.
+  without = jax.device_get(_jit(lambda: step(None))())
+  np.testing.assert_array_equal(with_hook[1].logits, without[1].logits)
+  zeroed = jax.device_get(_jit(lambda: step(lambda z, u: jnp.zeros_like(z)))())
+  assert not np.allclose(zeroed[1].logits, without[1].logits, atol=1e-3)
+
+
+def test_trajectories_without_noise_equal_the_deterministic_run(model, make_random_variables):
+  params, constants, rows, inputs = _eval_inputs(model, make_random_variables)
+  deterministic = _run_eval(model, params, constants, rows, inputs, act.EvalSettings(3))
+  run = _run_eval(model, params, constants, rows, inputs,
+                  act.EvalSettings(3, num_trajectories=4, trajectory_noise=0.0))
+  assert run.trajectory_preds.shape == (3, 4, model.seq_len)
+  for k in range(4):
+    np.testing.assert_array_equal(run.trajectory_preds[:, k], deterministic.preds)
+    np.testing.assert_allclose(run.trajectory_q_halt[:, k], deterministic.q_halt,
+                               rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(run.preds, deterministic.preds)
+  np.testing.assert_array_equal(run.halted_preds, deterministic.halted_preds)
+  np.testing.assert_array_equal(run.halt_step, deterministic.halt_step)
+  np.testing.assert_allclose(run.step_logits, deterministic.step_logits, rtol=1e-6, atol=1e-6)
+
+
+def test_noisy_trajectories_differ_and_the_highest_q_halt_is_kept(model,
+                                                                  make_random_variables):
+  params, constants, rows, inputs = _eval_inputs(model, make_random_variables)
+  settings = act.EvalSettings(3, num_trajectories=4, trajectory_noise=0.5, noise_seed=7)
+  run = _run_eval(model, params, constants, rows, inputs, settings)
+  # Every trajectory by hand: the rows repeated puzzle-major, each with its own keys.
+  keys = act.trajectory_noise_keys(7, jnp.int32(0), 3, 4)
+  every = jax.device_get(_jit(lambda: act.run_eval_steps(
+      model, params, constants, jnp.repeat(rows, 4, axis=0), jnp.repeat(inputs, 4, axis=0), 3,
+      keep_steps=True, noise_keys=keys, noise_scale=0.5))())
+  q_halt = every.q_halt.reshape(3, 4)
+  assert len(np.unique(q_halt)) == 12  # Each trajectory ends elsewhere.
+  np.testing.assert_array_equal(run.trajectory_q_halt, q_halt)
+  best = np.argmax(q_halt, axis=1)
+  np.testing.assert_array_equal(run.trajectory, best)
+  rows_kept = np.arange(3) * 4 + best
+  np.testing.assert_array_equal(run.q_halt, every.q_halt[rows_kept])
+  np.testing.assert_array_equal(run.preds, every.preds[rows_kept])
+  np.testing.assert_array_equal(run.halted_preds, every.halted_preds[rows_kept])
+  np.testing.assert_array_equal(run.halt_step, every.halt_step[rows_kept])
+  np.testing.assert_array_equal(run.step_logits, every.step_logits[:, rows_kept])
+  np.testing.assert_array_equal(run.step_q_halt, every.step_q_halt[:, rows_kept])
+  np.testing.assert_array_equal(run.trajectory_preds, every.preds.reshape(3, 4, -1))
+
+
+def test_noise_depends_on_the_example_not_on_the_batch(model, make_random_variables):
+  params, constants, rows, inputs = _eval_inputs(model, make_random_variables)
+  settings = act.EvalSettings(3, num_trajectories=2, trajectory_noise=0.3)
+  whole = _run_eval(model, params, constants, rows, inputs, settings)
+  again = _run_eval(model, params, constants, rows, inputs, settings)
+  tail = _run_eval(model, params, constants, rows[1:], inputs[1:], settings, first_example=1)
+  for name in ('preds', 'trajectory', 'trajectory_q_halt', 'step_logits'):
+    np.testing.assert_array_equal(getattr(again, name), getattr(whole, name))
+  np.testing.assert_allclose(tail.trajectory_q_halt, whole.trajectory_q_halt[1:], rtol=1e-5,
+                             atol=1e-5)
+  np.testing.assert_array_equal(tail.trajectory_preds, whole.trajectory_preds[1:])
+  other_seed = _run_eval(model, params, constants, rows, inputs,
+                         dataclasses.replace(settings, noise_seed=1))
+  assert not np.allclose(other_seed.trajectory_q_halt, whole.trajectory_q_halt)
+
+
+def test_select_trajectories_by_hand():
+  # 2 puzzles x 3 trajectories; puzzle 1 ties between trajectories 0 and 2.
+  q_halt = jnp.array([0.1, 0.7, -1.0, 0.4, 0.2, 0.4], jnp.float32)
+  preds = jnp.arange(6 * 2, dtype=jnp.int32).reshape(6, 2)
+  run = act.EvalRun(preds=preds, q_halt=q_halt, halted_preds=preds + 100,
+                    halt_step=jnp.arange(6, dtype=jnp.int32), steps_run=jnp.int32(5),
+                    step_q_halt=jnp.stack([q_halt - 1, q_halt]))
+  kept = act.select_trajectories(run, 3)
+  np.testing.assert_array_equal(kept.trajectory, [1, 0])
+  np.testing.assert_array_equal(kept.preds, [[2, 3], [6, 7]])
+  np.testing.assert_array_equal(kept.halted_preds, [[102, 103], [106, 107]])
+  np.testing.assert_array_equal(kept.halt_step, [1, 3])
+  np.testing.assert_allclose(kept.q_halt, [0.7, 0.4])
+  np.testing.assert_allclose(kept.step_q_halt, [[-0.3, -0.6], [0.7, 0.4]])
+  assert kept.step_logits is None and int(kept.steps_run) == 5
+
+
+def test_eval_settings_from_config_and_checks():
+  config = ml_collections.ConfigDict({'num_steps': 0, 'num_trajectories': 1,
+                                      'trajectory_noise': 0.0, 'noise_seed': 0})
+  assert act.EvalSettings.from_config(config, 16) == act.EvalSettings(16)
+  config.num_steps, config.num_trajectories, config.trajectory_noise = 64, 8, 0.1
+  settings = act.EvalSettings.from_config(config, 16)
+  assert (settings.num_steps, settings.num_trajectories, settings.stochastic) == (64, 8, True)
+  assert act.EvalSettings(16, 1, 0.2).stochastic
+  for bad in (dict(num_steps=0), dict(num_steps=4, num_trajectories=0),
+              dict(num_steps=4, trajectory_noise=-1.0)):
+    with pytest.raises(ValueError):
+      act.EvalSettings(**bad)

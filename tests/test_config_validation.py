@@ -41,6 +41,11 @@ def test_tiny_config_is_valid():
     ('train.eval_every_steps', -5, r'config\.train\.eval_every_steps: must be >= 0'),
     ('eval.global_batch_size', 0, r'config\.eval\.global_batch_size: must be positive'),
     ('data.ignore_label_id', 11, r'config\.data\.ignore_label_id'),
+    ('eval.num_steps', -1, r'config\.eval\.num_steps: must be >= 0'),
+    ('eval.num_trajectories', 0, r'config\.eval\.num_trajectories: must be at least 1'),
+    ('eval.trajectory_noise', -0.1, r'config\.eval\.trajectory_noise: must be a finite'),
+    ('eval.trajectory_noise', float('nan'), r'config\.eval\.trajectory_noise'),
+    ('eval.noise_seed', -1, r'config\.eval\.noise_seed: must be in'),
 ])
 def test_bad_value_names_its_key(key, value, expected):
   config = tiny.get_config()

@@ -178,3 +178,61 @@ def test_parameter_shape_mismatch_is_reported():
   with pytest.raises(ValueError, match=r"ckpt: params\['lm_head'\]\['kernel'\] has shape "
                      r"\(32, 12\), the config's model expects \(32, 11\)"):
     predict.check_params(model, params, constants, 'ckpt')
+
+
+def _random_export(tmp_path, config, num_ids=NUM_IDS):
+  """A model export of random weights (non-zero Q head), without torch."""
+  from tests import conftest  # pylint: disable=g-import-not-at-top
+  from tiny_recursive import checkpointing  # pylint: disable=g-import-not-at-top
+  model = model_lib.build_model(config.model, seq_len=SEQ_LEN, vocab_size=VOCAB,
+                                num_puzzle_identifiers=num_ids)
+  variables = conftest.random_variables(model, 0)
+  table = np.random.default_rng(0).standard_normal(
+      (num_ids, config.model.puzzle_emb_ndim)).astype(np.float32)
+  export = str(tmp_path / 'random_export')
+  checkpointing.save_model(export, variables['params'], variables['constants'], table,
+                           config.model.to_dict())
+  return export
+
+
+def test_eval_num_steps_and_trajectories(tmp_path):
+  config = tiny_config()
+  export = _random_export(tmp_path, config)
+  write_inputs(tmp_path / 'in.npz', num_examples=5)
+  reference = predict.run_prediction(config, export, str(tmp_path / 'in.npz'),
+                                     str(tmp_path / 'ref.npz'))
+  assert reference['logits'].shape[0] == 3 and 'trajectory' not in reference
+  config.eval.num_steps = 5
+  longer = predict.run_prediction(config, export, str(tmp_path / 'in.npz'),
+                                  str(tmp_path / 'long.npz'))
+  assert longer['logits'].shape == (5, 5, SEQ_LEN, VOCAB)
+  np.testing.assert_allclose(longer['logits'][:3], reference['logits'], rtol=1e-5, atol=1e-5)
+  # --steps wins over eval.num_steps.
+  steps = predict.run_prediction(config, export, str(tmp_path / 'in.npz'),
+                                 str(tmp_path / 's.npz'), steps=2)
+  assert steps['logits'].shape[0] == 2
+
+  config.eval.num_steps = 0
+  config.eval.num_trajectories = 3
+  config.eval.trajectory_noise = 0.3
+  runs = [predict.run_prediction(config, export, str(tmp_path / 'in.npz'),
+                                 str(tmp_path / f'noisy{b}.npz'), batch_size=b)
+          for b in (2, 5)]
+  with np.load(tmp_path / 'noisy2.npz') as data:
+    assert sorted(data.files) == ['logits', 'preds', 'q_halt_logits', 'trajectory',
+                                  'trajectory_q_halt']
+  first, second = runs
+  assert first['trajectory_q_halt'].shape == (5, 3) and first['trajectory'].shape == (5,)
+  # The kept trajectory has the highest last-step q_halt; its outputs are the ones written.
+  np.testing.assert_array_equal(first['trajectory'], first['trajectory_q_halt'].argmax(1))
+  np.testing.assert_allclose(first['q_halt_logits'][-1], first['trajectory_q_halt'].max(1))
+  np.testing.assert_array_equal(first['preds'], first['logits'][-1].argmax(-1))
+  # Noise keyed by the example's index: the batch size does not change the answers.
+  np.testing.assert_array_equal(first['preds'], second['preds'])
+  np.testing.assert_array_equal(first['trajectory'], second['trajectory'])
+  np.testing.assert_allclose(first['trajectory_q_halt'], second['trajectory_q_halt'],
+                             rtol=1e-5, atol=1e-5)
+  assert not np.allclose(first['q_halt_logits'], reference['q_halt_logits'])
+  config.eval.num_trajectories = 0
+  with pytest.raises(ValueError, match='config.eval: .*num_trajectories'):
+    predict.run_prediction(config, export, str(tmp_path / 'in.npz'), str(tmp_path / 'x.npz'))

@@ -351,3 +351,25 @@ def test_cli_sudoku(sudoku_export, tmp_path):
                        text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'),
                        check=False)
   assert bad.returncode != 0 and 'expected 81 characters' in bad.stderr
+
+
+def test_solve_sudoku_with_trajectories(sudoku_export, tmp_path):
+  config, directory, model, variables, table = sudoku_export
+  config = make_config(81, 11)
+  config.eval.num_steps = 4
+  config.eval.num_trajectories = 3
+  config.eval.trajectory_noise = 0.2
+  result = solve.run_solve(config, directory, sudoku=PUZZLE, output_dir=str(tmp_path))
+  assert 'answer after 4 steps, best of 3 trajectories (noise 0.2, seed 0):' in result.report
+  assert result.step_preds.shape == (4, 1, 81)
+  tokens = solve.parse_sudoku(PUZZLE)
+  settings = act.EvalSettings(4, num_trajectories=3, trajectory_noise=0.2)
+  expected = jax.device_get(jax.jit(lambda: act.run_eval(
+      model, variables['params'], variables['constants'],
+      model.puzzle_rows(jnp.asarray(table), jnp.zeros(1, jnp.int32)), jnp.asarray(tokens[None]),
+      settings, keep_steps=True))())
+  np.testing.assert_array_equal(result.answers[0], expected.preds[0])
+  np.testing.assert_array_equal(result.step_preds[:, 0], expected.step_logits[:, 0].argmax(-1))
+  # With --steps: the flag wins over eval.num_steps.
+  result = solve.run_solve(config, directory, sudoku=PUZZLE, steps=2, output_dir=str(tmp_path))
+  assert result.step_preds.shape == (2, 1, 81)

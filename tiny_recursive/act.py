@@ -4,9 +4,14 @@ The training loop keeps an `ACTCarry` across optimizer steps. Each step, slots t
 the previous step take the new batch's example at the same slot and restart from the init
 states; the others keep their example and state (the new batch's entries there are dropped).
 Everything is a masked `jnp.where`, so shapes are static and the step jits once.
+
+At evaluation, `run_eval_steps` runs supervision steps from the reset state; `run_eval` adds
+test-time scaling (`EvalSettings`: more steps, several noisy trajectories per puzzle of which
+the one with the highest final q_halt is kept; docs/test_time_scaling.md).
 """
 
-from typing import Any
+import dataclasses
+from typing import Any, Callable
 
 import flax
 import jax
@@ -138,6 +143,11 @@ class EvalRun:
   steps_run: Array
   step_logits: Array | None = None
   step_q_halt: Array | None = None
+  # With several trajectories (`run_eval_trajectories`): the kept one, int32 [batch], and
+  # every trajectory's last-step q_halt float32 [batch, K] and preds int32 [batch, K, seq_len].
+  trajectory: Array | None = None
+  trajectory_q_halt: Array | None = None
+  trajectory_preds: Array | None = None
 
 
 def halts_at_evaluation(halted: Array, q_halt: Array, index: Array, num_steps: int) -> Array:
@@ -146,10 +156,36 @@ def halts_at_evaluation(halted: Array, q_halt: Array, index: Array, num_steps: i
   return ~halted & ((q_halt > 0) | (index == num_steps - 1))
 
 
+def latent_noise(noise_keys: Array, scale: float, step: Array,
+                 updates_per_step: int) -> Callable[[Array, Array], Array]:
+  """`perturb_latent` for `model.supervision_step`: z_L + scale * N(0, 1), row by row.
+
+  The draw for row r after low update u of supervision step `step` is keyed by
+  fold_in(noise_keys[r], step * updates_per_step + u) alone, so it depends neither on the
+  batch the row runs in nor on how the batch is split over devices. Added in float32, then
+  cast to the state's dtype. z_L leaves every network call through an RMSNorm without
+  weights, so its entries have unit RMS per position: `scale` is relative to that RMS.
+
+  Args:
+    noise_keys: typed PRNG keys [batch], one per row.
+    step: int32 [], the 0-based supervision step.
+    updates_per_step: `model.low_updates_per_step`.
+  """
+
+  def perturb(z_L: Array, update: Array) -> Array:
+    counter = step * updates_per_step + update
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(noise_keys, counter)
+    noise = jax.vmap(lambda key: jax.random.normal(key, z_L.shape[1:], jnp.float32))(keys)
+    return (z_L.astype(jnp.float32) + scale * noise).astype(z_L.dtype)
+
+  return perturb
+
+
 def run_eval_steps(model: model_lib.RecursiveModel, params: Any, constants: Any,
                    puzzle_rows: Array | None, inputs: Array, num_steps: int, *,
                    active: Array | None = None, early_exit: bool = False,
-                   keep_steps: bool = False) -> EvalRun:
+                   keep_steps: bool = False, noise_keys: Array | None = None,
+                   noise_scale: float = 0.0) -> EvalRun:
   """Evaluation: up to `num_steps` supervision steps from the reset state for every row.
 
   Every row runs all `num_steps` steps and records the step at which it halts
@@ -161,6 +197,8 @@ def run_eval_steps(model: model_lib.RecursiveModel, params: Any, constants: Any,
     inputs: int32 [batch, seq_len].
     active: bool [batch]; inactive rows (padding) count as halted from the start.
     keep_steps: also return every step's logits and q_halt (not with early_exit).
+    noise_keys: typed PRNG keys [batch]: Gaussian noise of std `noise_scale` is added to z_L
+      after every low update (`latent_noise`). None: no noise, the reference computation.
   """
   if early_exit and keep_steps:
     raise ValueError('run_eval_steps: keep_steps needs every step, early_exit stops early.')
@@ -173,7 +211,12 @@ def run_eval_steps(model: model_lib.RecursiveModel, params: Any, constants: Any,
 
   def step(state):
     index, (z_H, z_L), _, _, halted_preds, halt_step, halted = state
-    (z_H, z_L), outputs = model.supervision_step(params, puzzle_rows, z_H, z_L, inputs)
+    if noise_keys is None:
+      (z_H, z_L), outputs = model.supervision_step(params, puzzle_rows, z_H, z_L, inputs)
+    else:
+      perturb = latent_noise(noise_keys, noise_scale, index, model.low_updates_per_step)
+      (z_H, z_L), outputs = model.supervision_step(params, puzzle_rows, z_H, z_L, inputs,
+                                                   perturb_latent=perturb)
     preds = jnp.argmax(outputs.logits, axis=-1).astype(jnp.int32)
     newly = halts_at_evaluation(halted, outputs.q_halt, index, num_steps)
     halted_preds = jnp.where(newly[:, None], preds, halted_preds)
@@ -197,3 +240,119 @@ def run_eval_steps(model: model_lib.RecursiveModel, params: Any, constants: Any,
   steps_run, _, preds, q_halt, halted_preds, halt_step, _ = final
   return EvalRun(preds=preds, q_halt=q_halt, halted_preds=halted_preds, halt_step=halt_step,
                  steps_run=steps_run, step_logits=step_logits, step_q_halt=step_q_halt)
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSettings:
+  """Test-time scaling of an evaluation (`config.eval`, docs/test_time_scaling.md).
+
+  Attributes:
+    num_steps: supervision steps from the reset state (the reference: halt_max_steps).
+    num_trajectories: K runs per puzzle; per puzzle the one with the highest last-step
+      q_halt is kept (the first on ties). 1 with no noise: the reference evaluation.
+    trajectory_noise: std of the Gaussian noise added to z_L after every low update,
+      relative to z_L's unit per-position RMS (`latent_noise`); 0: none.
+    noise_seed: seed of the noise; the draws of a puzzle depend on it, on the puzzle's
+      position in the evaluated data and on the trajectory, nothing else.
+  """
+  num_steps: int
+  num_trajectories: int = 1
+  trajectory_noise: float = 0.0
+  noise_seed: int = 0
+
+  def __post_init__(self):
+    if self.num_steps < 1:
+      raise ValueError(f'EvalSettings: num_steps must be at least 1, got {self.num_steps}.')
+    if self.num_trajectories < 1:
+      raise ValueError('EvalSettings: num_trajectories must be at least 1, got '
+                       f'{self.num_trajectories}.')
+    if not self.trajectory_noise >= 0:
+      raise ValueError('EvalSettings: trajectory_noise must be >= 0, got '
+                       f'{self.trajectory_noise}.')
+
+  @property
+  def stochastic(self) -> bool:
+    """Whether trajectories run (several, or one noisy one); else the reference evaluation."""
+    return self.num_trajectories > 1 or self.trajectory_noise > 0
+
+  @classmethod
+  def from_config(cls, eval_config: Any, halt_max_steps: int) -> 'EvalSettings':
+    """From `config.eval` (num_steps 0: halt_max_steps)."""
+    return cls(num_steps=int(eval_config.num_steps or halt_max_steps),
+               num_trajectories=int(eval_config.num_trajectories),
+               trajectory_noise=float(eval_config.trajectory_noise),
+               noise_seed=int(eval_config.noise_seed))
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def trajectory_noise_keys(noise_seed: int, first_example: Array, batch_size: int,
+                          num_trajectories: int) -> Array:
+  """Typed keys [batch_size * K] for puzzle-major rows: row r * K + k is trajectory k of
+  example `first_example + r` of the evaluated data."""
+  base = jax.random.key(noise_seed)
+  examples = first_example + jnp.arange(batch_size, dtype=jnp.int32)
+  per_example = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(base, examples)
+  trajectories = jnp.arange(num_trajectories, dtype=jnp.int32)
+  keys = jax.vmap(lambda key: jax.vmap(jax.random.fold_in, in_axes=(None, 0))(
+      key, trajectories))(per_example)
+  return keys.reshape(batch_size * num_trajectories)
+
+
+def select_trajectories(run: EvalRun, num_trajectories: int) -> EvalRun:
+  """Per puzzle, the trajectory with the highest last-step q_halt (argmax: the first on ties).
+
+  Args:
+    run: an EvalRun of batch * K puzzle-major rows (row r * K + k: trajectory k of puzzle r).
+
+  Returns:
+    An EvalRun of `batch` rows: the kept trajectory's fields, with `trajectory`,
+    `trajectory_q_halt` and `trajectory_preds` set.
+  """
+  k = num_trajectories
+  q_halt = run.q_halt.reshape(-1, k)
+  best = jnp.argmax(q_halt, axis=1).astype(jnp.int32)
+  batch_size = q_halt.shape[0]
+
+  def pick(x, axis=0):
+    """x with axis `axis` of length batch * K: the kept row of each puzzle."""
+    x = x.reshape(x.shape[:axis] + (batch_size, k) + x.shape[axis + 1:])
+    index = best.reshape((1,) * axis + (batch_size, 1) + (1,) * (x.ndim - axis - 2))
+    return jnp.take_along_axis(x, index, axis=axis + 1).squeeze(axis + 1)
+
+  return EvalRun(
+      preds=pick(run.preds), q_halt=pick(run.q_halt), halted_preds=pick(run.halted_preds),
+      halt_step=pick(run.halt_step), steps_run=run.steps_run,
+      step_logits=None if run.step_logits is None else pick(run.step_logits, axis=1),
+      step_q_halt=None if run.step_q_halt is None else pick(run.step_q_halt, axis=1),
+      trajectory=best, trajectory_q_halt=q_halt,
+      trajectory_preds=run.preds.reshape((batch_size, k) + run.preds.shape[1:]))
+
+
+def run_eval(model: model_lib.RecursiveModel, params: Any, constants: Any,
+             puzzle_rows: Array | None, inputs: Array, settings: EvalSettings, *,
+             first_example: Array | int = 0, keep_steps: bool = False) -> EvalRun:
+  """`settings.num_steps` evaluation steps with test-time scaling; per-row results [batch].
+
+  Deterministic settings run `run_eval_steps` exactly as the reference evaluation. Otherwise
+  each row is repeated K times (puzzle-major, so a device's rows stay on it: memory and
+  compute grow K-fold), every copy runs with its own noise (`trajectory_noise_keys`), and
+  `select_trajectories` keeps one per puzzle.
+
+  Args:
+    puzzle_rows: float32 [batch, puzzle_emb_ndim] or None; inputs: int32 [batch, seq_len].
+    first_example: int32 [], the position of row 0 in the evaluated data (noise keys).
+  """
+  if not settings.stochastic:
+    return run_eval_steps(model, params, constants, puzzle_rows, inputs, settings.num_steps,
+                          keep_steps=keep_steps)
+  k = settings.num_trajectories
+  batch_size = inputs.shape[0]
+  keys = trajectory_noise_keys(settings.noise_seed, jnp.asarray(first_example, jnp.int32),
+                               batch_size, k)
+  repeat = lambda x: None if x is None else jnp.repeat(x, k, axis=0)
+  run = run_eval_steps(model, params, constants, repeat(puzzle_rows), repeat(inputs),
+                       settings.num_steps, keep_steps=keep_steps, noise_keys=keys,
+                       noise_scale=settings.trajectory_noise)
+  return select_trajectories(run, k)

@@ -6,6 +6,7 @@ overrides; this module checks the values themselves (the model's through
 set.
 """
 
+import math
 from typing import Any
 
 import jax
@@ -57,6 +58,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f'must be >= 0 (0: every eval_interval epochs), got {train.eval_every_steps}.')
   _require(evaluation.global_batch_size >= 1, 'eval.global_batch_size',
            f'must be positive, got {evaluation.global_batch_size}.')
+  _require(evaluation.num_steps >= 0, 'eval.num_steps',
+           f'must be >= 0 (0: model.halt_max_steps), got {evaluation.num_steps}.')
+  _require(evaluation.num_trajectories >= 1, 'eval.num_trajectories',
+           f'must be at least 1, got {evaluation.num_trajectories}.')
+  _require(math.isfinite(evaluation.trajectory_noise) and evaluation.trajectory_noise >= 0,
+           'eval.trajectory_noise',
+           f'must be a finite number >= 0, got {evaluation.trajectory_noise}.')
+  _require(0 <= evaluation.noise_seed < 2**32, 'eval.noise_seed',
+           f'must be in [0, 2**32), got {evaluation.noise_seed}.')
   for key in ('lr', 'puzzle_emb_lr', 'weight_decay', 'puzzle_emb_weight_decay'):
     _require(train[key] >= 0, f'train.{key}', f'must be >= 0, got {train[key]}.')
   _require(0 <= train.lr_min_ratio <= 1, 'train.lr_min_ratio',

@@ -18,7 +18,7 @@ optimizer, §5).
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax
 import jax
@@ -318,12 +318,16 @@ class RecursiveModel:
     return lambda h, injection: apply(params[name], h, injection)
 
   def _cycle(self, params: Params, z_H: Array, z_L: Array, x: Array, *, remat: bool,
-             grad_low_steps: int | None) -> tuple[Array, Array]:
+             grad_low_steps: int | None,
+             perturb: Callable[[Array, Array], Array] | None = None) -> tuple[Array, Array]:
     """One H cycle: L_cycles low updates, then one high update.
 
     `grad_low_steps` None: all updates use `params` as given. Otherwise only the last
     `grad_low_steps` low updates (and the high update) see gradients: the others use
     stop-gradient parameters (HRM's 1-step gradient).
+
+    `perturb(z_L, l)`, when given, is applied to z_L after low update l (int32, 0-based in
+    the cycle); None leaves the computation exactly as without it.
     """
     c = self.config
     low_name = 'low_net' if c.arch == 'hrm' else 'net'
@@ -335,20 +339,26 @@ class RecursiveModel:
         return net(z_L, x)
       return net(z_L, z_H + x)
 
-    def low_loop(net, z_L, length):
+    def low_loop(net, z_L, start, length):
       if length == 0:
         return z_L
-      body = lambda z, _: (low_update(net, z_H, z), None)
-      z_L, _ = jax.lax.scan(body, z_L, None, length=length, unroll=c.scan_unroll)
+      if perturb is None:
+        body = lambda z, _: (low_update(net, z_H, z), None)
+        z_L, _ = jax.lax.scan(body, z_L, None, length=length, unroll=c.scan_unroll)
+        return z_L
+      body = lambda z, l: (perturb(low_update(net, z_H, z), l), None)
+      z_L, _ = jax.lax.scan(body, z_L, jnp.arange(start, start + length, dtype=jnp.int32),
+                            unroll=c.scan_unroll)
       return z_L
 
     low_net = self._network_fn(params, low_name, remat)
     if grad_low_steps is None:
-      z_L = low_loop(low_net, z_L, c.l_cycles)
+      z_L = low_loop(low_net, z_L, 0, c.l_cycles)
     else:
       frozen = self._network_fn(jax.lax.stop_gradient(params), low_name, remat=False)
-      z_L = jax.lax.stop_gradient(low_loop(frozen, z_L, c.l_cycles - grad_low_steps))
-      z_L = low_loop(low_net, z_L, grad_low_steps)
+      num_frozen = c.l_cycles - grad_low_steps
+      z_L = jax.lax.stop_gradient(low_loop(frozen, z_L, 0, num_frozen))
+      z_L = low_loop(low_net, z_L, num_frozen, grad_low_steps)
     high_net = self._network_fn(params, high_name, remat)
     if single_z:
       z_L = high_net(z_L, None)
@@ -374,8 +384,15 @@ class RecursiveModel:
     q = out[:, 0, vocab:vocab + 2] + params['q_head']['bias'].astype(dtype)
     return logits.astype(jnp.float32), q.astype(jnp.float32)
 
+  @property
+  def low_updates_per_step(self) -> int:
+    """Low-level (z_L) updates in one supervision step: H_cycles x L_cycles."""
+    return self.config.h_cycles * self.config.l_cycles
+
   def supervision_step(self, params: Params, puzzle_rows: Array | None, z_H: Array,
-                       z_L: Array, inputs: Array) -> tuple[tuple[Array, Array], StepOutputs]:
+                       z_L: Array, inputs: Array, *,
+                       perturb_latent: Callable[[Array, Array], Array] | None = None
+                       ) -> tuple[tuple[Array, Array], StepOutputs]:
     """One supervision step (one call of the inner model), §3.
 
     Args:
@@ -383,6 +400,10 @@ class RecursiveModel:
       puzzle_rows: float32 [batch, puzzle_emb_ndim] gathered puzzle embeddings.
       z_H, z_L: [batch, total_len, hidden] states in the forward dtype.
       inputs: int32 [batch, seq_len].
+      perturb_latent: evaluation only (test-time noise, docs/test_time_scaling.md):
+        `perturb_latent(z_L, u)` replaces z_L after every low update, u int32 in
+        [0, low_updates_per_step) numbering the updates of this step (h * L_cycles + l).
+        None (training, default evaluation) builds exactly the graph without it.
 
     Returns:
       (new_z_H, new_z_L) with gradients stopped (the carry of the next step), and StepOutputs.
@@ -392,25 +413,33 @@ class RecursiveModel:
     # The carry never receives gradient (also when h_cycles == 1).
     z_H, z_L = jax.lax.stop_gradient(z_H), jax.lax.stop_gradient(z_L)
 
+    def cycle_perturb(h):
+      """perturb_latent bound to H cycle `h` (int or int32 scalar), or None."""
+      if perturb_latent is None:
+        return None
+      return lambda z, l: perturb_latent(z, h * c.l_cycles + l)
+
     if c.h_cycles > 1:
       # H_cycles - 1 cycles without gradient: nothing inside depends on a differentiated
       # value, so autodiff builds no tangents for them.
       frozen_params = jax.lax.stop_gradient(params)
       frozen_x = jax.lax.stop_gradient(x)
 
-      def no_grad_cycle(carry, _):
+      def no_grad_cycle(carry, h):
         z_H, z_L = carry
         return self._cycle(frozen_params, z_H, z_L, frozen_x, remat=False,
-                           grad_low_steps=None), None
+                           grad_low_steps=None, perturb=cycle_perturb(h)), None
 
-      (z_H, z_L), _ = jax.lax.scan(no_grad_cycle, (z_H, z_L), None, length=c.h_cycles - 1,
+      cycles = None if perturb_latent is None else jnp.arange(c.h_cycles - 1, dtype=jnp.int32)
+      (z_H, z_L), _ = jax.lax.scan(no_grad_cycle, (z_H, z_L), cycles, length=c.h_cycles - 1,
                                    unroll=c.scan_unroll)
       z_H, z_L = jax.lax.stop_gradient(z_H), jax.lax.stop_gradient(z_L)
 
     # The last cycle with gradient: through all L_cycles + 1 network calls (TRM), or only
     # through the last low and the high update (1-step gradient, HRM).
     grad_low_steps = 1 if c.gradient_mode == 'one_step' else None
-    z_H, z_L = self._cycle(params, z_H, z_L, x, remat=True, grad_low_steps=grad_low_steps)
+    z_H, z_L = self._cycle(params, z_H, z_L, x, remat=True, grad_low_steps=grad_low_steps,
+                           perturb=cycle_perturb(c.h_cycles - 1))
 
     logits, q = self._heads(params, z_H)
     outputs = StepOutputs(logits=logits, q_halt=q[:, 0], q_continue=q[:, 1])

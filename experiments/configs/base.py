@@ -98,4 +98,13 @@ def get_base_config() -> ml_collections.ConfigDict:
   # report its accuracy and time beside the fixed halt_max_steps evaluation.
   evaluation.adaptive_halting = False
   evaluation.max_examples = 0  # >0 evaluates on a prefix (quick checks).
+  # Test-time scaling (docs/test_time_scaling.md); the defaults are the reference evaluation.
+  evaluation.num_steps = 0  # Supervision steps per puzzle; 0: model.halt_max_steps.
+  # K trajectories per puzzle, each with Gaussian noise of std trajectory_noise (relative to
+  # the latent's unit RMS) added to z_L after every low-level update; per puzzle the one
+  # with the highest last-step q_halt is kept. Memory and compute grow K-fold: lower
+  # global_batch_size to fit.
+  evaluation.num_trajectories = 1
+  evaluation.trajectory_noise = 0.0
+  evaluation.noise_seed = 0
   return config
