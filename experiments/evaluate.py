@@ -29,7 +29,6 @@ from tiny_recursive import config_validation
 from tiny_recursive import evaluation
 from tiny_recursive import sharding
 from tiny_recursive import trainer
-from tiny_recursive.data import pipeline
 
 
 class _Weights:
@@ -53,14 +52,7 @@ def evaluate_saved_model(config: ml_collections.ConfigDict,
     `num_trajectories`, `trajectory_noise`, `noise_seed` and `test_time_compute`.
   """
   config_validation.validate(config)
-  train_split, test_split = trainer.load_splits(
-      config, with_train=pipeline.needs_train_split_for_eval(config))
-  catalog = None
-  if train_split is not None:
-    catalog = pipeline.arc_catalog(config, train_split, test_split)
-  data = pipeline.build_eval(config, test_split, jax.process_index(), jax.process_count(),
-                             catalog)
-  config_validation.validate_against_data(config, data)
+  data = trainer.load_eval_data(config)
   model, params, constants, puzzle_table = predict.load_checked_model(config, checkpoint)
   if model.num_puzzle_identifiers != data.num_puzzle_identifiers:
     raise ValueError(f'{checkpoint}: its puzzle table has {model.num_puzzle_identifiers} '

@@ -10,7 +10,6 @@ time also holds the compilation, spread over the steps since the last row before
 so the total slightly overstates the time spent (by under a minute per restart).
 """
 
-import json
 import os
 from typing import Any
 
@@ -18,6 +17,7 @@ from absl import flags
 
 from experiments import cli
 from tiny_recursive import atomic_files
+from tiny_recursive import metrics_logging
 
 _METRICS = flags.DEFINE_string('metrics', None, 'A run\'s metrics.jsonl.', required=True)
 _OUTPUT = flags.DEFINE_string('output', None, 'PNG to write.', required=True)
@@ -30,17 +30,10 @@ _REFERENCE_LABEL = flags.DEFINE_string('reference_label', 'paper', 'Legend of --
 def read_rows(path: str) -> list[dict[str, Any]]:
   """The rows of a metrics.jsonl; errors name the file and line."""
   rows = []
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as error:
-        raise ValueError(f'{path}:{number}: not a JSON object ({error.msg}).') from None
-      if not isinstance(row, dict) or 'step' not in row or 'split' not in row:
-        raise ValueError(f'{path}:{number}: expected an object with "step" and "split".')
-      rows.append(row)
+  for number, row in metrics_logging.read_json_objects(path):
+    if 'step' not in row or 'split' not in row:
+      raise ValueError(f'{path}:{number}: expected an object with "step" and "split".')
+    rows.append(row)
   if not any(row['split'] == 'eval' for row in rows):
     raise ValueError(f'{path}: no evaluation rows to plot.')
   return rows

@@ -8,7 +8,6 @@ step). One line per (trajectories, noise) setting over the steps; the x axis is 
 (base 2). Also prints the results as a table (scripts/test_time_scaling.sh shows it).
 """
 
-import json
 import os
 from typing import Any
 
@@ -17,6 +16,7 @@ from absl import flags
 
 from experiments import cli
 from tiny_recursive import atomic_files
+from tiny_recursive import metrics_logging
 
 REQUIRED_KEYS = ('num_steps', 'num_trajectories', 'trajectory_noise', 'exact_accuracy')
 
@@ -24,19 +24,12 @@ REQUIRED_KEYS = ('num_steps', 'num_trajectories', 'trajectory_noise', 'exact_acc
 def read_results(path: str) -> list[dict[str, Any]]:
   """The rows of a results file; errors name the file and line."""
   rows = []
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError as error:
-        raise ValueError(f'{path}:{number}: not a JSON object ({error.msg}).') from None
-      missing = [key for key in REQUIRED_KEYS if not isinstance(row, dict) or key not in row]
-      if missing:
-        raise ValueError(f'{path}:{number}: missing {missing}.')
-      row.setdefault('test_time_compute', row['num_steps'] * row['num_trajectories'])
-      rows.append(row)
+  for number, row in metrics_logging.read_json_objects(path):
+    missing = [key for key in REQUIRED_KEYS if key not in row]
+    if missing:
+      raise ValueError(f'{path}:{number}: missing {missing}.')
+    row.setdefault('test_time_compute', row['num_steps'] * row['num_trajectories'])
+    rows.append(row)
   if not rows:
     raise ValueError(f'{path}: no results.')
   return rows

@@ -171,7 +171,7 @@ def test_exploration_probability_is_respected():
 
 def test_continue_target_is_bootstrapped_from_a_second_step(model, make_random_variables):
   variables = make_random_variables(model, seed=1)
-  params, constants = variables['params'], variables['constants']
+  params = variables['params']
   rng = np.random.default_rng(2)
   shape = (3, model.total_len, 16)
   z_H = jnp.asarray(rng.standard_normal(shape), jnp.float32)

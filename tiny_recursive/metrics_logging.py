@@ -11,7 +11,7 @@ its restored step, which it logs again), so that no (step, split) pair is writte
 import json
 import os
 import uuid
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from absl import logging
 from etils import epath
@@ -117,6 +117,22 @@ class MetricsLogger:
       self._file.close()
     if self._writer is not None:
       self._writer.close()
+
+
+def read_json_objects(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any]]]:
+  """(line number, object) for each non-blank line of a JSON-lines file, strictly: a line
+  that is not a JSON object is a ValueError naming the file and line."""
+  with open(path, encoding='utf-8') as f:
+    for number, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError as error:
+        raise ValueError(f'{path}:{number}: not a JSON object ({error.msg}).') from None
+      if not isinstance(row, dict):
+        raise ValueError(f'{path}:{number}: not a JSON object.')
+      yield number, row
 
 
 def read_metrics(workdir: str | os.PathLike[str], split: str | None = None) -> list[dict[str, Any]]:

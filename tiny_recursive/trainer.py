@@ -213,6 +213,20 @@ def latest_evaluation(workdir: str, checkpointer: checkpointing.Checkpointer,
   return {}
 
 
+def load_eval_data(config: ml_collections.ConfigDict) -> pipeline.EvalPipeline:
+  """The evaluation data of `config`, checked against it (ARC also reads its training tasks:
+  they number the puzzle identifiers)."""
+  train_split, test_split = load_splits(
+      config, with_train=pipeline.needs_train_split_for_eval(config))
+  catalog = None
+  if train_split is not None:
+    catalog = pipeline.arc_catalog(config, train_split, test_split)
+  data = pipeline.build_eval(config, test_split, jax.process_index(), jax.process_count(),
+                             catalog)
+  config_validation.validate_against_data(config, data)
+  return data
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Evaluates the latest checkpoint of `workdir` (EMA weights when on); returns metrics.
 
@@ -222,14 +236,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
   puzzle identifiers).
   """
   _start(config, workdir)
-  train_split, test_split = load_splits(
-      config, with_train=pipeline.needs_train_split_for_eval(config))
-  catalog = None
-  if train_split is not None:
-    catalog = pipeline.arc_catalog(config, train_split, test_split)
-  data = pipeline.build_eval(config, test_split, jax.process_index(), jax.process_count(),
-                             catalog)
-  config_validation.validate_against_data(config, data)
+  data = load_eval_data(config)
   # The schedules' length does not shape the optimizer state, which is all restoring needs.
   run = _build(config, workdir, data.num_puzzle_identifiers, schedule_steps=1)
   try:
