@@ -78,6 +78,11 @@ def test_plain_progress_lines_and_one_compiling_notice_off_a_terminal(reference)
   assert 'step 1/12: loss=' in stderr
   assert f'step {MAX_STEPS}/{MAX_STEPS}: loss=' in stderr
   assert ' train_exact=' in stderr and ' exact=' not in stderr
+  evaluating = [line for line in lines if line.startswith('Evaluating at step ')]
+  # The first evaluation of the call says it compiles; the last is at the final step.
+  assert evaluating[0].endswith(' (compiling the evaluation first) ...')
+  assert all(line.endswith(' ...') and 'compiling' not in line for line in evaluating[1:])
+  assert evaluating[-1].startswith(f'Evaluating at step {MAX_STEPS} ')
 
 
 def _read_all(fd: int, chunks: list[bytes]) -> None:

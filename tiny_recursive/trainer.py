@@ -366,6 +366,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
       if step % steps_per_eval == 0 or step == total_steps:
         check_finite()
+        notify(f'Evaluating at step {step} ...' if last_eval else
+               f'Evaluating at step {step} (compiling the evaluation first) ...')
         last_eval = evaluators.run(state)
         _write_submission(evaluators, workdir)
         logger.write(step, 'eval', last_eval)
