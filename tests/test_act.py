@@ -25,9 +25,17 @@ def _halting_config(max_steps=16, exploration=0.0, no_act_continue=True):
 
 
 def _decide(config, steps, q_halt, q_continue, rng, *, training):
-  """Jitted `act.halting_decision` (one compile instead of one per eager op)."""
-  fn = lambda *args: act.halting_decision(config, *args, training=training)
-  return _jit(fn)(steps, q_halt, q_continue, rng)
+  """Jitted `act.halting_decision` (one compile instead of one per eager op), with the
+  exploration minimum drawn from `rng` as the train step draws it."""
+
+  def fn(steps, q_halt, q_continue):
+    min_steps = None
+    if training:
+      min_steps = act.exploration_min_steps(config, rng, q_halt.shape)
+    return act.halting_decision(config, steps, q_halt, q_continue, min_steps,
+                                training=training)
+
+  return _jit(fn)(steps, q_halt, q_continue)
 
 
 @pytest.fixture(scope='module')
@@ -127,8 +135,9 @@ def test_exploration_minimum_steps():
   wants_halt = np.arange(num_slots) % 2 == 0
   q_halt = jnp.where(jnp.asarray(wants_halt), 1.0, -1.0)
   q_continue = jnp.zeros((num_slots,))
-  decide = _jit(lambda steps: act.halting_decision(config, steps, q_halt, q_continue, key,
-                                                   training=True)[0])
+  min_steps = act.exploration_min_steps(config, key, q_halt.shape)
+  decide = _jit(lambda steps: act.halting_decision(config, steps, q_halt, q_continue,
+                                                   min_steps, training=True)[0])
   halted = np.stack([np.asarray(decide(jnp.full((num_slots,), s, jnp.int32)))
                      for s in range(1, max_steps + 1)])  # [max_steps, slots]
 

@@ -84,15 +84,14 @@ def exploration_min_steps(model_config: Any, rng: Array, shape: tuple[int, ...])
 
 
 def halting_decision(model_config: Any, steps: Array, q_halt: Array, q_continue: Array,
-                     rng: Array | None, *, training: bool,
-                     min_steps: Array | None = None) -> tuple[Array, Array]:
+                     min_steps: Array | None, *, training: bool) -> tuple[Array, Array]:
   """Which slots halt after this step (§4, step 3).
 
   Args:
     steps: int32 [batch], steps taken including this one.
     q_halt, q_continue: float32 [batch].
-    rng: key for exploration (training only), used when `min_steps` is None.
-    min_steps: int32 [batch] from `exploration_min_steps`, drawn by the caller.
+    min_steps: int32 [batch] from `exploration_min_steps` (training only): a slot may not
+      halt before it. Drawn by the caller, for the global batch.
 
   Returns:
     (halted, is_last_step), bool [batch] each. At evaluation only the step limit halts, so
@@ -106,14 +105,12 @@ def halting_decision(model_config: Any, steps: Array, q_halt: Array, q_continue:
       halted = halted | (q_halt > 0)
     else:
       halted = halted | (q_halt > q_continue)
-    if min_steps is None:
-      min_steps = exploration_min_steps(model_config, rng, q_halt.shape)
     halted = halted & (steps >= min_steps)
   return halted, is_last_step
 
 
-def continue_target(model: model_lib.RecursiveModel, params: Any, puzzle_rows: Array | None, z_H: Array, z_L: Array, inputs: Array,
-                    is_last_step: Array) -> Array:
+def continue_target(model: model_lib.RecursiveModel, params: Any, puzzle_rows: Array | None,
+                    z_H: Array, z_L: Array, inputs: Array, is_last_step: Array) -> Array:
   """Bootstrapped Q-continue target: sigmoid of the next step's q_halt, or of
   max(q_halt, q_continue) before the last step, from a second forward pass of the new carry
   without gradient (§4, step 4; the reference's TRM unpacks this pass wrongly and crashes)."""

@@ -104,8 +104,7 @@ def _supervision_gradients(params: Any, rows: Array | None, carry: act.ACTCarry,
                                                  carry.inputs)
     steps = carry.steps + 1
     halted, is_last_step = act.halting_decision(model_config, steps, outputs.q_halt,
-                                                outputs.q_continue, None, training=True,
-                                                min_steps=min_steps)
+                                                outputs.q_continue, min_steps, training=True)
     target = None
     if not model_config.no_act_continue:
       target = act.continue_target(model, params, rows, z_H, z_L, carry.inputs,
