@@ -30,12 +30,12 @@ INFO_FILE = 'model_info.json'
 
 def export(workdir: str, output: str, step: int | None = None, config_name: str = '') -> dict:
   """Writes the export of `workdir`'s checkpoint `step` (the latest if None); returns its info."""
-  directory = epath.Path(workdir) / checkpointing.CHECKPOINTS_SUBDIR
+  source = workdir
   if step is not None:
-    directory = directory / str(step)
-    if not directory.is_dir():
-      raise FileNotFoundError(f'{os.fspath(directory)}: no checkpoint of step {step}.')
-  source = checkpointing.checkpoint_step_directory(os.fspath(directory))
+    source = epath.Path(workdir) / checkpointing.CHECKPOINTS_SUBDIR / str(step)
+    if not source.is_dir():
+      raise FileNotFoundError(f'{os.fspath(source)}: no checkpoint of step {step}.')
+  source = checkpointing.checkpoint_step_directory(source)
   params, constants, puzzle_table, model_config = checkpointing.load_model(source)
   step = int(os.path.basename(source))
   # The evaluation of the exported step, else the last one before it (with its step).
