@@ -1,13 +1,14 @@
-r"""Plots a run's exact accuracy against training steps and GPU time, as a PNG.
+r"""Plots a run's exact accuracy against training steps and training time, as a PNG.
 
   python -m experiments.plot_learning_curve --metrics=RUN/metrics.jsonl --output=curve.png \
       [--title=...] [--reference=0.874 --reference_label='paper']
 
-GPU time is rebuilt from the log alone: each train row adds its `step_time_ms` (wall time per
-step since the previous log, input pipeline and logging included) times the steps since the
-previous row, and each eval row adds its `eval_time_s`. After a restart the first row's step
-time also holds the compilation, spread over the steps since the last row before the restart,
-so the total slightly overstates the time spent (by under a minute per restart).
+Training time (wall clock of the machine, whatever its number of devices) is rebuilt from the
+log alone: each train row adds its `step_time_ms` (wall time per step since the previous log,
+input pipeline and logging included) times the steps since the previous row, and each eval row
+adds its `eval_time_s`. After a restart the first row's step time also holds the compilation,
+spread over the steps since the last row before the restart, so the total slightly overstates
+the time spent (by under a minute per restart).
 """
 
 import os
@@ -39,8 +40,8 @@ def read_rows(path: str) -> list[dict[str, Any]]:
   return rows
 
 
-def gpu_seconds(rows: list[dict[str, Any]]) -> list[float]:
-  """Cumulative GPU wall time (s) at each row, in file order (see the module docstring)."""
+def training_seconds(rows: list[dict[str, Any]]) -> list[float]:
+  """Cumulative training wall time (s) at each row, in file order (see the module docstring)."""
   total, last_step, times = 0.0, 0, []
   for row in rows:
     if row['split'] == 'train':
@@ -54,12 +55,12 @@ def gpu_seconds(rows: list[dict[str, Any]]) -> list[float]:
 
 def plot(rows: list[dict[str, Any]], output: str, title: str = '',
          reference: float | None = None, reference_label: str = 'paper') -> float:
-  """Writes a two-panel PNG: exact accuracy vs steps and vs GPU hours; returns the hours."""
+  """Writes a two-panel PNG: exact accuracy vs steps and vs hours; returns the hours."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  hours = [seconds / 3600 for seconds in gpu_seconds(rows)]
+  hours = [seconds / 3600 for seconds in training_seconds(rows)]
   series = {}
   for split, key, label in (('eval', 'exact_accuracy', 'test exact accuracy'),
                             ('eval', 'accuracy', 'test token accuracy'),
@@ -71,7 +72,7 @@ def plot(rows: list[dict[str, Any]], output: str, title: str = '',
       series[label] = list(zip(*points))
 
   figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-  for axis, index, xlabel in ((axes[0], 0, 'training step'), (axes[1], 1, 'GPU hours')):
+  for axis, index, xlabel in ((axes[0], 0, 'training step'), (axes[1], 1, 'hours of training (wall clock)')):
     for label, values in series.items():
       style = dict(marker='o', markersize=3) if label.startswith('test') else dict(alpha=0.5)
       axis.plot(values[index], values[2], label=label, **style)
@@ -95,7 +96,7 @@ def main(argv: list[str]) -> None:
   rows = read_rows(_METRICS.value)
   hours = plot(rows, _OUTPUT.value, _TITLE.value, _REFERENCE.value, _REFERENCE_LABEL.value)
   print(f'{os.path.abspath(_OUTPUT.value)}: {sum(r["split"] == "eval" for r in rows)} '
-        f'evaluations, last at step {rows[-1]["step"]}, {hours:.2f} GPU hours.')
+        f'evaluations, last at step {rows[-1]["step"]}, {hours:.2f} hours of training.')
 
 
 if __name__ == '__main__':

@@ -25,8 +25,8 @@ def write_rows(path, rows) -> str:
   return str(path)
 
 
-def test_gpu_seconds_adds_step_times_and_evaluations():
-  assert plot_learning_curve.gpu_seconds(ROWS) == pytest.approx([40.0, 55.0, 85.0, 140.0])
+def test_training_seconds_adds_step_times_and_evaluations():
+  assert plot_learning_curve.training_seconds(ROWS) == pytest.approx([40.0, 55.0, 85.0, 140.0])
 
 
 def test_plot_writes_a_png(tmp_path):
