@@ -10,8 +10,8 @@ import pathlib
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'tiny_recursive'
 
 LAYERS = (
-    ('atomic_files', 'checkpointing', 'layers', 'losses', 'metrics_logging', 'optimizers',
-     'puzzle_embedding', 'sharding'),
+    ('atomic_files', 'checkpointing', 'fused_sequence_mlp', 'layers', 'losses',
+     'metrics_logging', 'optimizers', 'puzzle_embedding', 'sharding'),
     ('data.arc_encoding', 'data.augmentation', 'data.sources', 'data.puzzle_sources',
      'data.packing', 'data.pipeline', 'rendering'),
     ('model', 'flops', 'torch_import'),

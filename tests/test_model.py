@@ -311,6 +311,8 @@ def test_no_gradient_into_or_out_of_the_carry(trm):
     {'remat_policy': 'full'},
     {'remat_policy': 'dots'},
     {'scan_unroll': 2},
+    {'activation_layout': 'sequence_major'},
+    {'activation_layout': 'sequence_major', 'remat_policy': 'dots'},
 ])
 def test_performance_levers_do_not_change_the_math(trm, make_tiny_model, overrides):
   _, case, results = trm
@@ -428,10 +430,27 @@ def test_mlp_block_matches_numpy():
   out = np.asarray(_jit(block.apply)({'params': params}, h, None), np.float64)
   p = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64), params)
   x = np.asarray(h, np.float64)
-  np.testing.assert_allclose(out, _numpy_mlp_block(x, p, eps), rtol=1e-4, atol=1e-5)
+  expected = _numpy_mlp_block(x, p, eps)
+  np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
   # The residual norm of the sequence branch is over the sequence axis; over the hidden axis
   # the result would be measurably different.
   assert not np.allclose(out, _numpy_mlp_block(x, p, eps, False), rtol=1e-3, atol=1e-3)
+
+  # The sequence-major layout: the same parameters on the [seq, batch, hidden] tensor.
+  sequence_major = layers.Block(hidden, 1, 2.0, 'mlp', seq, eps, jnp.float32,
+                                sequence_major=True)
+  h_t = jnp.swapaxes(h, 0, 1)
+  assert (jax.tree_util.tree_map(jnp.shape, _jit(sequence_major.init)(jax.random.key(1), h_t,
+                                                                      None)['params'])
+          == jax.tree_util.tree_map(jnp.shape, params))
+  out_t = np.asarray(_jit(sequence_major.apply)({'params': params}, h_t, None), np.float64)
+  np.testing.assert_allclose(out_t.transpose(1, 0, 2), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_sequence_major_layout_needs_the_mlp_mixer(make_tiny_config):
+  with pytest.raises(ValueError, match="model.activation_layout: 'sequence_major' needs"):
+    model_lib.build_model(make_tiny_config(mixer='attention', activation_layout='sequence_major'),
+                          seq_len=6, vocab_size=5)
 
 
 # --- Embedding (§3) ---

@@ -12,6 +12,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tiny_recursive import fused_sequence_mlp
+
 Array = jax.Array
 Initializer = Callable[..., Array]
 
@@ -43,15 +45,16 @@ def swiglu_hidden_width(width: int, expansion: float) -> int:
   return find_multiple(round(expansion * width * 2 / 3), 256)
 
 
-def rms_norm(x: Array, eps: float, count: int | None = None) -> Array:
-  """Weightless RMSNorm over the last axis, computed in float32, returned in x's dtype.
+def rms_norm(x: Array, eps: float, count: int | None = None, axis: int = -1) -> Array:
+  """Weightless RMSNorm over `axis` (the last by default), computed in float32, returned in
+  x's dtype.
 
-  `count`: number of real entries when the last axis carries trailing zero padding (the
-  padding adds nothing to the sum of squares); None means the whole axis.
+  `count`: number of real entries when the axis carries trailing zero padding (the padding
+  adds nothing to the sum of squares); None means the whole axis.
   """
   x32 = x.astype(jnp.float32)
-  count = x.shape[-1] if count is None else count
-  variance = jnp.sum(jnp.square(x32), axis=-1, keepdims=True) / count
+  count = x.shape[axis] if count is None else count
+  variance = jnp.sum(jnp.square(x32), axis=axis, keepdims=True) / count
   return (x32 * jax.lax.rsqrt(variance + eps)).astype(x.dtype)
 
 
@@ -115,6 +118,73 @@ class SwiGLU(nn.Module):
                       name='gate_up_proj')(x)
     return Linear(self.width, self.dtype, padded_features=self.padded_width,
                   name='down_proj')(jax.nn.silu(gate) * up)
+
+
+def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: float) -> Array:
+  """The MLP mixer on sequence-major activations: `t` `[seq, n]` (n = batch x hidden) to
+  `rms_norm_over_seq(t + down^T (silu(gate^T t) * (up^T t)))`, in `t`'s dtype.
+
+  The same function as `Block`'s transposed branch (same kernels: gate_up `[seq, 2 hidden]`,
+  down `[hidden, seq]`), with the products contracting the leading axis: no transpose, no
+  padding of the sequence.
+  """
+  dtype = t.dtype
+  hidden = down_kernel.shape[0]
+  contract = lambda kernel, x: jax.lax.dot_general(kernel.astype(dtype), x,
+                                                   (((0,), (0,)), ((), ())))
+  gate = contract(gate_up_kernel[:, :hidden], t)
+  up = contract(gate_up_kernel[:, hidden:], t)
+  return rms_norm(t + contract(down_kernel, jax.nn.silu(gate) * up), eps, axis=0)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def fused_sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array,
+                         eps: float) -> Array:
+  """`sequence_mixer` computed by one GPU kernel (`fused_sequence_mlp`); its gradient is
+  `sequence_mixer`'s, recomputed in XLA, so it pays off for calls that are not
+  differentiated."""
+  return fused_sequence_mlp.fused_forward(t, gate_up_kernel, down_kernel, eps)
+
+
+def _fused_sequence_mixer_forward(t, gate_up_kernel, down_kernel, eps):
+  out = fused_sequence_mlp.fused_forward(t, gate_up_kernel, down_kernel, eps)
+  return out, (t, gate_up_kernel, down_kernel)
+
+
+def _fused_sequence_mixer_backward(eps, residuals, cotangent):
+  _, vjp = jax.vjp(functools.partial(sequence_mixer, eps=eps), *residuals)
+  return vjp(cotangent)
+
+
+fused_sequence_mixer.defvjp(_fused_sequence_mixer_forward, _fused_sequence_mixer_backward)
+
+
+class _Kernel(nn.Module):
+  """A bare `kernel` parameter with `Linear`'s initialisation (for kernels used directly)."""
+  shape: tuple[int, int]
+
+  @nn.compact
+  def __call__(self) -> Array:
+    return self.param('kernel', truncated_normal(1.0 / math.sqrt(self.shape[0])), self.shape,
+                      jnp.float32)
+
+
+class SequenceMixer(nn.Module):
+  """`sequence_mixer` with the parameters of `SwiGLU(seq_len)` (so the two layouts share
+  checkpoints). `fused`: use the GPU kernel (forward-only calls; see `fused_sequence_mixer`)."""
+  seq_len: int
+  expansion: float
+  rms_norm_eps: float
+  fused: bool = False
+
+  @nn.compact
+  def __call__(self, t: Array) -> Array:
+    hidden = swiglu_hidden_width(self.seq_len, self.expansion)
+    gate_up = _Kernel((self.seq_len, 2 * hidden), name='gate_up_proj')()
+    down = _Kernel((hidden, self.seq_len), name='down_proj')()
+    if self.fused:
+      return fused_sequence_mixer(t, gate_up, down, self.rms_norm_eps)
+    return sequence_mixer(t, gate_up, down, self.rms_norm_eps)
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[Array, Array]:
@@ -191,6 +261,11 @@ class Block(nn.Module):
   `mix` is self-attention, or (mixer='mlp') a SwiGLU along the sequence axis applied to the
   transposed `[batch, hidden, seq]` tensor; as in the reference, that branch's residual norm
   is taken over the sequence axis, before transposing back.
+
+  `sequence_major` (mixer='mlp' only): `h` is laid out `[seq, batch, hidden]` and the mixer
+  is `SequenceMixer` on its `[seq, batch x hidden]` view: no transpose, no padding; the same
+  parameters and function. `fused_sequence_mlp` (with `sequence_major`): that mixer runs as
+  one GPU kernel.
   """
   hidden_size: int
   num_heads: int
@@ -200,11 +275,19 @@ class Block(nn.Module):
   rms_norm_eps: float
   dtype: Any = jnp.bfloat16
   attention_impl: str = 'auto'
+  sequence_major: bool = False
+  fused_sequence_mlp: bool = False
 
   @nn.compact
   def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
     norm = functools.partial(rms_norm, eps=self.rms_norm_eps)
-    if self.mixer == 'mlp':
+    if self.sequence_major and self.mixer != 'mlp':
+      raise ValueError("model.activation_layout: 'sequence_major' needs model.mixer = 'mlp'.")
+    if self.sequence_major:
+      mixer = SequenceMixer(self.seq_len, self.expansion, self.rms_norm_eps,
+                            self.fused_sequence_mlp, name='sequence_mlp')
+      h = mixer(h.reshape(self.seq_len, -1)).reshape(h.shape)
+    elif self.mixer == 'mlp':
       # The sequence axis is zero-padded to a multiple of 16 so the sequence SwiGLU's
       # products have aligned shapes (97 for Sudoku is not); the padded entries stay zero
       # through the branch, are excluded from the norm's mean, and are cut off at the end.
@@ -233,6 +316,8 @@ class Network(nn.Module):
   rms_norm_eps: float
   dtype: Any = jnp.bfloat16
   attention_impl: str = 'auto'
+  sequence_major: bool = False  # h laid out [seq, batch, hidden] (see Block).
+  fused_sequence_mlp: bool = False
 
   @nn.compact
   def __call__(self, h: Array, injection: Array | None,
@@ -241,5 +326,6 @@ class Network(nn.Module):
       h = h + injection
     for i in range(self.num_layers):
       h = Block(self.hidden_size, self.num_heads, self.expansion, self.mixer, self.seq_len,
-                self.rms_norm_eps, self.dtype, self.attention_impl, name=f'block_{i}')(h, rope)
+                self.rms_norm_eps, self.dtype, self.attention_impl, self.sequence_major,
+                self.fused_sequence_mlp, name=f'block_{i}')(h, rope)
     return h

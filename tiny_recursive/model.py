@@ -54,6 +54,7 @@ class StepOutputs:
 
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
 MIXERS = ('attention', 'mlp')
+ACTIVATION_LAYOUTS = ('batch_major', 'sequence_major')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +91,10 @@ class ModelConfig:
   remat_policy: str
   scan_unroll: int
   attention_impl: str
+  # Keys added after checkpoints began storing this config have defaults, so that configs
+  # stored without them still read back (`from_dict`).
+  activation_layout: str = 'batch_major'
+  fused_sequence_mlp: bool = False
 
   def __post_init__(self):
     """Raises ValueError naming the `model.` key of the first invalid value."""
@@ -106,6 +111,12 @@ class ModelConfig:
         (self.mixer in MIXERS, 'mixer', f"expected 'attention' or 'mlp', got {self.mixer!r}."),
         (self.attention_impl in ATTENTION_IMPLS, 'attention_impl',
          f"expected 'auto', 'xla' or 'cudnn', got {self.attention_impl!r}."),
+        (self.activation_layout in ACTIVATION_LAYOUTS, 'activation_layout',
+         f'expected one of {ACTIVATION_LAYOUTS}, got {self.activation_layout!r}.'),
+        (self.activation_layout == 'batch_major' or self.mixer == 'mlp', 'activation_layout',
+         f"'sequence_major' needs model.mixer = 'mlp' (got {self.mixer!r})."),
+        (not self.fused_sequence_mlp or self.activation_layout == 'sequence_major',
+         'fused_sequence_mlp', "needs model.activation_layout = 'sequence_major'."),
         (self.hidden_size % self.num_heads == 0, 'hidden_size',
          f'({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads}).'),
         (self.h_cycles >= 1 and self.l_cycles >= 1, 'h_cycles',
@@ -147,11 +158,13 @@ class ModelConfig:
     Raises:
       ValueError: naming the missing keys, or the first invalid value.
     """
-    names = [field.name for field in dataclasses.fields(cls)]
-    missing = [name for name in names if name not in values]
+    fields = dataclasses.fields(cls)
+    names = [field.name for field in fields]
+    missing = [field.name for field in fields
+               if field.name not in values and field.default is dataclasses.MISSING]
     if missing:
       raise ValueError(f'model config: missing keys {missing}.')
-    return cls(**{name: values[name] for name in names})
+    return cls(**{name: values[name] for name in names if name in values})
 
   def to_dict(self) -> dict[str, Any]:
     """JSON-compatible: `config.model`'s keys plus seq_len, vocab_size,
@@ -196,10 +209,17 @@ class RecursiveModel:
   def dtype(self) -> Any:
     return jnp.dtype(self.config.forward_dtype)
 
-  def _network(self, num_layers: int) -> layers.Network:
+  @property
+  def sequence_major(self) -> bool:
+    """Whether the networks run on `[seq, batch, hidden]` activations (see layers.Block)."""
+    return self.config.activation_layout == 'sequence_major'
+
+  def _network(self, num_layers: int, sequence_major: bool = False,
+               fused: bool = False) -> layers.Network:
     c = self.config
     return layers.Network(num_layers, c.hidden_size, c.num_heads, c.expansion, c.mixer,
-                          self.total_len, c.rms_norm_eps, self.dtype, c.attention_impl)
+                          self.total_len, c.rms_norm_eps, self.dtype, c.attention_impl,
+                          sequence_major, fused)
 
   @property
   def network_names(self) -> tuple[str, ...]:
@@ -231,6 +251,7 @@ class RecursiveModel:
           keys[2], (self.total_len, c.hidden_size))}
     dummy = jnp.zeros((1, self.total_len, c.hidden_size), self.dtype)
     for i, name in enumerate(self.network_names):
+      # Batch-major: both layouts have the same parameters.
       network = self._network(self._num_layers(name))
       params[name] = network.init(keys[3 + i], dummy, dummy, self._rope())['params']
     constants = {
@@ -305,8 +326,15 @@ class RecursiveModel:
     return (math.sqrt(c.hidden_size) * embedding).astype(dtype)
 
   def _network_fn(self, params: Params, name: str, remat: bool):
-    """Returns f(h, injection) applying network `name`, rematerialised if configured."""
-    network = self._network(self._num_layers(name))
+    """Returns f(h, injection) applying network `name`, rematerialised if configured.
+
+    `remat` is set for the differentiated calls; the others may use the forward-only fused
+    sequence-MLP kernel (`model.fused_sequence_mlp`, GPU only: elsewhere the same function
+    runs in XLA).
+    """
+    fused = (self.config.fused_sequence_mlp and not remat
+             and jax.default_backend() == 'gpu')
+    network = self._network(self._num_layers(name), self.sequence_major, fused)
     rope = self._rope()
 
     def apply(net_params, h, injection):
@@ -412,6 +440,14 @@ class RecursiveModel:
     x = self.embed(params, inputs, puzzle_rows)
     # The carry never receives gradient (also when h_cycles == 1).
     z_H, z_L = jax.lax.stop_gradient(z_H), jax.lax.stop_gradient(z_L)
+    if self.sequence_major:
+      # The networks run on [seq, batch, hidden]; the carry, the noise draws and the heads
+      # stay batch-major, so that only these transposes differ from the default layout.
+      x, z_H, z_L = (jnp.swapaxes(a, 0, 1) for a in (x, z_H, z_L))
+      if perturb_latent is not None:
+        batch_major_perturb = perturb_latent
+        perturb_latent = lambda z, u: jnp.swapaxes(
+            batch_major_perturb(jnp.swapaxes(z, 0, 1), u), 0, 1)
 
     def cycle_perturb(h):
       """perturb_latent bound to H cycle `h` (int or int32 scalar), or None."""
@@ -440,6 +476,8 @@ class RecursiveModel:
     grad_low_steps = 1 if c.gradient_mode == 'one_step' else None
     z_H, z_L = self._cycle(params, z_H, z_L, x, remat=True, grad_low_steps=grad_low_steps,
                            perturb=cycle_perturb(c.h_cycles - 1))
+    if self.sequence_major:
+      z_H, z_L = jnp.swapaxes(z_H, 0, 1), jnp.swapaxes(z_L, 0, 1)
 
     logits, q = self._heads(params, z_H)
     outputs = StepOutputs(logits=logits, q_halt=q[:, 0], q_continue=q[:, 1])

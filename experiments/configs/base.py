@@ -41,6 +41,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   model.remat_policy = 'none'  # 'none' | 'full' | 'dots' | 'dots_no_batch'
   model.scan_unroll = 8  # Unrolls the cycle loops (all of them at the reference's L_cycles <= 8): faster on GPU.
   model.attention_impl = 'auto'  # 'auto' (cuDNN on GPU, else XLA) | 'xla' | 'cudnn'
+  # 'batch_major' | 'sequence_major' (mixer='mlp' only: activations [seq, batch, hidden], so
+  # the sequence MLP needs no transposes or padding; same parameters, same function).
+  model.activation_layout = 'batch_major'
+  # With 'sequence_major': the sequence MLP of the calls without gradient as one GPU kernel
+  # (tiny_recursive/fused_sequence_mlp.py); other backends run the same function in XLA.
+  model.fused_sequence_mlp = False
 
   # --- Data (§2, §7) ---
   data = config.data = ml_collections.ConfigDict()

@@ -1,0 +1,105 @@
+r"""Times the MLP mixer of one block three ways and checks each against a float32 reference.
+
+  python -m experiments.benchmark_sequence_mlp [--batch=768 --hidden=512 --seq=97] \
+      [--tiles=128:64:8:1,256:64:8:1]
+
+Rows: `transposed` (the default layout's branch: transpose, pad, SwiGLU, norm, transpose
+back), `sequence_major` (`layers.sequence_mixer` in XLA) and `fused BN:BH:W:S` (the Pallas
+kernel with block_n, block_h, num_warps, num_stages). Each is applied 10 times in a chain
+inside one jitted function, after a warm-up; the time per application is the median of
+--reps runs. The error is the relative L2 distance to `layers.sequence_mixer` in float32
+(bfloat16 rounding is about 4e-3). A GPU is needed for the fused rows.
+"""
+
+import functools
+import json
+import statistics
+import time
+
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import cli
+from tiny_recursive import fused_sequence_mlp
+from tiny_recursive import layers
+
+_BATCH = flags.DEFINE_integer('batch', 768, 'Batch size.')
+_HIDDEN = flags.DEFINE_integer('hidden', 512, 'Hidden size of the model.')
+_SEQ = flags.DEFINE_integer('seq', 97, 'Sequence length (puzzle positions included).')
+_EXPANSION = flags.DEFINE_float('expansion', 4.0, 'SwiGLU expansion.')
+_TILES = flags.DEFINE_list('tiles', ['128:64:8:1', '64:64:4:1', '128:128:8:1', '256:64:8:1',
+                                     '128:64:4:2'],
+                           'Fused-kernel variants, block_n:block_h:num_warps:num_stages.')
+_REPS = flags.DEFINE_integer('reps', 20, 'Timed runs per variant (median reported).')
+_CHAIN = 10
+_EPS = 1e-5
+
+
+def _transposed_mixer(t, gate_up, down, seq, expansion):
+  """The default layout's branch of layers.Block, on the same [seq, n] tensor."""
+  block = layers.SwiGLU(seq, expansion, t.dtype, layers.find_multiple(seq, 16))
+  batch_major = t.reshape(seq, _BATCH.value, -1).transpose(1, 2, 0)  # [batch, hidden, seq]
+  padded = jnp.pad(batch_major, ((0, 0), (0, 0), (0, block.padded_width - seq)))
+  params = {'gate_up_proj': {'kernel': gate_up}, 'down_proj': {'kernel': down}}
+  mixed = layers.rms_norm(padded + block.apply({'params': params}, padded), _EPS, count=seq)
+  return mixed[..., :seq].transpose(2, 0, 1).reshape(seq, -1)
+
+
+def _time(fn, t) -> float:
+  chained = jax.jit(lambda x: functools.reduce(lambda y, _: fn(y), range(_CHAIN), x))
+  jax.block_until_ready(chained(t))
+  runs = []
+  for _ in range(_REPS.value):
+    start = time.perf_counter()
+    jax.block_until_ready(chained(t))
+    runs.append((time.perf_counter() - start) / _CHAIN)
+  return statistics.median(runs) * 1e3
+
+
+def main(argv):
+  del argv
+  seq, hidden = _SEQ.value, layers.swiglu_hidden_width(_SEQ.value, _EXPANSION.value)
+  n = _BATCH.value * _HIDDEN.value
+  rng = np.random.default_rng(0)
+  t32 = jnp.asarray(rng.normal(0.0, 1.0, (seq, n)), jnp.float32)
+  t32 = layers.rms_norm(t32, _EPS, axis=0)  # Inputs as a block sees them: unit RMS per column.
+  gate_up = jnp.asarray(rng.normal(0.0, seq ** -0.5, (seq, 2 * hidden)), jnp.float32)
+  down = jnp.asarray(rng.normal(0.0, hidden ** -0.5, (hidden, seq)), jnp.float32)
+  reference = jax.jit(layers.sequence_mixer, static_argnums=3)(t32, gate_up, down, _EPS)
+  t = t32.astype(jnp.bfloat16)
+
+  variants = {
+      'transposed': lambda x: _transposed_mixer(x, gate_up, down, seq, _EXPANSION.value),
+      'sequence_major': lambda x: layers.sequence_mixer(x, gate_up, down, _EPS),
+  }
+  for tile in _TILES.value:
+    block_n, block_h, warps, stages = (int(v) for v in tile.split(':'))
+    variants[f'fused {tile}'] = functools.partial(
+        lambda x, **kw: fused_sequence_mlp.fused_forward(x, gate_up, down, _EPS, **kw),
+        block_n=block_n, block_h=block_h, num_warps=warps, num_stages=stages)
+
+  flop = 2 * 3 * seq * hidden * n
+  print(f'seq {seq}, n {n} (batch {_BATCH.value} x hidden {_HIDDEN.value}), hidden {hidden}, '
+        f'{jax.devices()[0].device_kind}; {flop / 1e9:.0f} GFLOP per application')
+  rows = []
+  for name, fn in variants.items():
+    try:
+      out = jax.jit(fn)(t)
+      error = float(jnp.linalg.norm(out.astype(jnp.float32) - reference)
+                    / jnp.linalg.norm(reference))
+      ms = _time(fn, t)
+      rows.append({'variant': name, 'ms': round(ms, 3), 'tflops': round(flop / ms / 1e9, 1),
+                   'rel_error': float(f'{error:.2e}')})
+    except Exception as e:  # pylint: disable=broad-except
+      rows.append({'variant': name, 'failed': f'{type(e).__name__}: {str(e)[:200]}'})
+    print(json.dumps(rows[-1]), flush=True)
+  print('\nvariant | ms per application | TFLOP/s | relative error')
+  for row in rows:
+    print(f"{row['variant']} | {row.get('ms', row.get('failed'))} | {row.get('tflops', '')} | "
+          f"{row.get('rel_error', '')}")
+
+
+if __name__ == '__main__':
+  cli.run(main)

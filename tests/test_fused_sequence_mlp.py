@@ -1,0 +1,97 @@
+"""The fused sequence-MLP kernel (Pallas interpreter on CPU) against the XLA formulation."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tiny_recursive import fused_sequence_mlp
+from tiny_recursive import layers
+
+
+def _case(seed, seq, n, hidden, dtype):
+  rng = np.random.default_rng(seed)
+  t = jnp.asarray(rng.normal(0.3, 1.5, (seq, n)), dtype)
+  gate_up = jnp.asarray(rng.normal(0.0, seq ** -0.5, (seq, 2 * hidden)), jnp.float32)
+  down = jnp.asarray(rng.normal(0.0, hidden ** -0.5, (hidden, seq)), jnp.float32)
+  return t, gate_up, down
+
+
+def _relative_error(x, y):
+  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+  return np.linalg.norm(x - y) / np.linalg.norm(y)
+
+
+@pytest.mark.parametrize('seq, n, hidden, block_n, block_h', [
+    (20, 200, 64, 64, 32),  # Neither seq nor n a multiple of the block: masked rows, columns.
+    (97, 256, 128, 128, 64),  # Sudoku's sequence (81 + 16) with a smaller hidden width.
+])
+def test_matches_the_xla_formulation_in_float32(seq, n, hidden, block_n, block_h):
+  t, gate_up, down = _case(seq + n, seq, n, hidden, jnp.float32)
+  out = fused_sequence_mlp.fused_forward(t, gate_up, down, 1e-5, block_n=block_n,
+                                         block_h=block_h, interpret=True)
+  expected = layers.sequence_mixer(t, gate_up, down, 1e-5)
+  assert out.shape == expected.shape and out.dtype == expected.dtype
+  assert np.isfinite(np.asarray(out)).all()
+  assert _relative_error(out, expected) < 1e-5
+  # Every column's norm is over the real rows only: unit root mean square per column.
+  np.testing.assert_allclose(np.sqrt(np.mean(np.square(np.asarray(out)), axis=0)), 1.0,
+                             rtol=1e-3)
+
+
+def test_bfloat16_rounds_like_xla():
+  t, gate_up, down = _case(1, 20, 192, 64, jnp.bfloat16)
+  out = fused_sequence_mlp.fused_forward(t, gate_up, down, 1e-5, block_n=64, block_h=32,
+                                         interpret=True)
+  expected = layers.sequence_mixer(t, gate_up, down, 1e-5)
+  assert out.dtype == jnp.bfloat16
+  # Same rounding points, other summation order: within a few bfloat16 ulps (2^-8).
+  assert _relative_error(out, expected) < 1e-2
+
+
+def test_bad_shapes_are_refused():
+  t, gate_up, down = _case(2, 20, 64, 64, jnp.float32)
+  with pytest.raises(ValueError, match='do not fit t'):
+    fused_sequence_mlp.fused_forward(t, gate_up[:, :64], down, 1e-5, interpret=True)
+  with pytest.raises(ValueError, match=r'block_h \(48\) must divide the hidden width \(64\)'):
+    fused_sequence_mlp.fused_forward(t, gate_up, down, 1e-5, block_h=48, interpret=True)
+
+
+def test_gradient_is_the_xla_formulations(monkeypatch):
+  monkeypatch.setattr(fused_sequence_mlp, 'fused_forward',
+                      functools.partial(fused_sequence_mlp.fused_forward, block_n=32,
+                                        block_h=32, interpret=True))
+  t, gate_up, down = _case(3, 20, 96, 64, jnp.float32)
+  weights = jnp.asarray(np.random.default_rng(4).normal(size=t.shape), jnp.float32)
+
+  def objective(mixer):
+    return lambda *args: jnp.sum(weights * mixer(*args, 1e-5))
+
+  fused = jax.value_and_grad(objective(layers.fused_sequence_mixer), argnums=(0, 1, 2))
+  plain = jax.value_and_grad(objective(layers.sequence_mixer), argnums=(0, 1, 2))
+  (value, grads), (expected_value, expected_grads) = fused(t, gate_up, down), plain(
+      t, gate_up, down)
+  np.testing.assert_allclose(value, expected_value, rtol=1e-5)
+  for grad, expected in zip(grads, expected_grads):
+    assert _relative_error(grad, expected) < 1e-5
+
+
+def test_block_uses_the_kernel_with_the_same_parameters(monkeypatch):
+  monkeypatch.setattr(fused_sequence_mlp, 'fused_forward',
+                      functools.partial(fused_sequence_mlp.fused_forward, block_n=32,
+                                        block_h=32, interpret=True))
+  seq, batch, hidden = 10, 4, 16
+  h = jnp.asarray(np.random.default_rng(5).normal(size=(seq, batch, hidden)), jnp.float32)
+  plain = layers.Block(hidden, 1, 4.0, 'mlp', seq, 1e-5, jnp.float32, sequence_major=True)
+  fused = layers.Block(hidden, 1, 4.0, 'mlp', seq, 1e-5, jnp.float32, sequence_major=True,
+                       fused_sequence_mlp=True)
+  params = plain.init(jax.random.key(0), h, None)['params']
+  calls = []
+  real_kernel = fused_sequence_mlp.fused_forward
+  monkeypatch.setattr(fused_sequence_mlp, 'fused_forward',
+                      lambda *a, **k: calls.append(1) or real_kernel(*a, **k))
+  out = fused.apply({'params': params}, h, None)
+  assert calls  # The kernel ran.
+  assert _relative_error(out, plain.apply({'params': params}, h, None)) < 1e-5
