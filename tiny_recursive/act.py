@@ -116,7 +116,7 @@ def continue_target(model: model_lib.RecursiveModel, params: Any, puzzle_rows: A
   without gradient (§4, step 4; the reference's TRM unpacks this pass wrongly and crashes)."""
   params = jax.lax.stop_gradient(params)
   rows = None if puzzle_rows is None else jax.lax.stop_gradient(puzzle_rows)
-  _, next_outputs = model.supervision_step(params, rows, z_H, z_L, inputs)
+  _, next_outputs = model.supervision_step(params, rows, z_H, z_L, inputs, differentiated=False)
   next_q = jnp.where(is_last_step, next_outputs.q_halt,
                      jnp.maximum(next_outputs.q_halt, next_outputs.q_continue))
   return jax.nn.sigmoid(next_q)
@@ -209,11 +209,13 @@ def run_eval_steps(model: model_lib.RecursiveModel, params: Any, constants: Any,
   def step(state):
     index, (z_H, z_L), _, _, halted_preds, halt_step, halted = state
     if noise_keys is None:
-      (z_H, z_L), outputs = model.supervision_step(params, puzzle_rows, z_H, z_L, inputs)
+      (z_H, z_L), outputs = model.supervision_step(params, puzzle_rows, z_H, z_L, inputs,
+                                                   differentiated=False)
     else:
       perturb = latent_noise(noise_keys, noise_scale, index, model.low_updates_per_step)
       (z_H, z_L), outputs = model.supervision_step(params, puzzle_rows, z_H, z_L, inputs,
-                                                   perturb_latent=perturb)
+                                                   perturb_latent=perturb,
+                                                   differentiated=False)
     preds = jnp.argmax(outputs.logits, axis=-1).astype(jnp.int32)
     newly = halts_at_evaluation(halted, outputs.q_halt, index, num_steps)
     halted_preds = jnp.where(newly[:, None], preds, halted_preds)

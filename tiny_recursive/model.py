@@ -419,7 +419,8 @@ class RecursiveModel:
 
   def supervision_step(self, params: Params, puzzle_rows: Array | None, z_H: Array,
                        z_L: Array, inputs: Array, *,
-                       perturb_latent: Callable[[Array, Array], Array] | None = None
+                       perturb_latent: Callable[[Array, Array], Array] | None = None,
+                       differentiated: bool = True
                        ) -> tuple[tuple[Array, Array], StepOutputs]:
     """One supervision step (one call of the inner model), §3.
 
@@ -432,6 +433,9 @@ class RecursiveModel:
         `perturb_latent(z_L, u)` replaces z_L after every low update, u int32 in
         [0, low_updates_per_step) numbering the updates of this step (h * L_cycles + l).
         None (training, default evaluation) builds exactly the graph without it.
+      differentiated: False when no gradient of this step is taken (evaluation, the
+        bootstrapped Q target): the last cycle is then built like the others, without
+        rematerialisation and eligible for `model.fused_sequence_mlp`.
 
     Returns:
       (new_z_H, new_z_L) with gradients stopped (the carry of the next step), and StepOutputs.
@@ -474,8 +478,8 @@ class RecursiveModel:
     # The last cycle with gradient: through all L_cycles + 1 network calls (TRM), or only
     # through the last low and the high update (1-step gradient, HRM).
     grad_low_steps = 1 if c.gradient_mode == 'one_step' else None
-    z_H, z_L = self._cycle(params, z_H, z_L, x, remat=True, grad_low_steps=grad_low_steps,
-                           perturb=cycle_perturb(c.h_cycles - 1))
+    z_H, z_L = self._cycle(params, z_H, z_L, x, remat=differentiated,
+                           grad_low_steps=grad_low_steps, perturb=cycle_perturb(c.h_cycles - 1))
     if self.sequence_major:
       z_H, z_L = jnp.swapaxes(z_H, 0, 1), jnp.swapaxes(z_L, 0, 1)
 
