@@ -17,6 +17,7 @@ from absl import flags
 import numpy as np
 
 from datasets.sudoku_extreme import hub_csv
+from datasets.sudoku_extreme import solver
 from datasets.sudoku_extreme import validation
 from experiments import cli
 
@@ -25,38 +26,13 @@ SEED = 20261124
 MIN_BLANKS, MAX_BLANKS = 4, 10
 
 
-def count_solutions(digits: np.ndarray, limit: int = 2) -> int:
-  """Solutions of a `[81]` digit grid (0 = blank), counted up to `limit`."""
-  grid = digits.reshape(9, 9).copy()
-  blanks = [tuple(rc) for rc in np.argwhere(grid == 0)]
-
-  def candidates(r: int, c: int) -> set[int]:
-    box = grid[r // 3 * 3:r // 3 * 3 + 3, c // 3 * 3:c // 3 * 3 + 3]
-    return set(range(1, 10)) - set(grid[r]) - set(grid[:, c]) - set(box.ravel())
-
-  def search(k: int) -> int:
-    if k == len(blanks):
-      return 1
-    r, c = blanks[k]
-    found = 0
-    for d in sorted(candidates(r, c)):
-      grid[r, c] = d
-      found += search(k + 1)
-      grid[r, c] = 0
-      if found >= limit:
-        break
-    return found
-
-  return search(0)
-
-
 def make_puzzle(answer: np.ndarray, rng: np.random.Generator) -> np.ndarray:
   """A `[81]` digit question with 4-10 blanks whose unique solution is `answer`."""
   while True:
     blanks = rng.choice(81, size=int(rng.integers(MIN_BLANKS, MAX_BLANKS + 1)), replace=False)
     question = answer.copy()
     question[blanks] = 0
-    if count_solutions(question) == 1:
+    if solver.count_solutions(question) == 1:
       return question
 
 
