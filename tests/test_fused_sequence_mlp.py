@@ -3,6 +3,7 @@
 import functools
 
 import jax
+from jax import export
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -95,3 +96,17 @@ def test_block_uses_the_kernel_with_the_same_parameters(monkeypatch):
   out = fused.apply({'params': params}, h, None)
   assert calls  # The kernel ran.
   assert _relative_error(out, plain.apply({'params': params}, h, None)) < 1e-5
+
+
+def test_lowers_to_a_triton_kernel_for_gpus():
+  """Pallas's Triton lowering runs at lowering time, so a CPU can check it for CUDA."""
+  t = jax.ShapeDtypeStruct((97, 768 * 512), jnp.bfloat16)
+  gate_up = jax.ShapeDtypeStruct((97, 2 * 512), jnp.float32)
+  down = jax.ShapeDtypeStruct((512, 97), jnp.float32)
+  target = '__gpu$xla.gpu.triton'
+  fn = jax.jit(lambda *args: fused_sequence_mlp.fused_forward(*args, 1e-5))
+  exported = export.export(fn, platforms=['cuda'],
+                           disabled_checks=[export.DisabledSafetyCheck.custom_call(target)])(
+                               t, gate_up, down)
+  assert target in exported.mlir_module()
+  assert exported.out_avals[0].shape == (97, 768 * 512)
