@@ -4,8 +4,8 @@ r"""Moves a run's full state between machines in size-limited pieces, losslessly
       [--step=N] [--parts=0:4]
   python -m experiments.transfer_state unpack --input=DIR --workdir=RUN
 
-`pack` writes one checkpoint step of RUN (the latest by default) together with metrics.jsonl
-and config.json as a tar stream cut into chunks of at most --chunk_mb MiB, plus
+`pack` writes one checkpoint step of RUN (the latest by default) together with metrics.jsonl,
+config.json and timings.jsonl as a tar stream cut into chunks of at most --chunk_mb MiB, plus
 `manifest.json` (each chunk's size and SHA-256, and the whole stream's). --parts=i:j keeps
 only chunks i..j-1 in DIR, so that a transport limited per call (files back from a remote
 machine, say) can fetch the pieces in several calls; the manifest is always written.
@@ -29,7 +29,7 @@ from experiments import cli
 from tiny_recursive import atomic_files
 
 MANIFEST = 'manifest.json'
-RUN_FILES = ('metrics.jsonl', 'config.json')
+RUN_FILES = ('metrics.jsonl', 'config.json', 'timings.jsonl')
 
 
 def _write_bytes(path: str, data: bytes) -> None:

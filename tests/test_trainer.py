@@ -93,6 +93,20 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(uninterrupted, data_dir
   # The second run resumed from step 4 rather than starting again.
   assert [row['step'] for row in rows(workdir, 'eval')] == [4, 6]
 
+  # Each process appended its stage timings: the first initialised, the second restored.
+  first, second = (row for _, row in metrics_logging.read_json_objects(
+      os.path.join(workdir, metrics_logging.TIMINGS_FILE)))
+  assert (first['start_step'], first['end_step'], second['start_step'], second['end_step']) == (
+      0, 4, 4, 6)
+  assert 'init_s' in first and 'restore_s' not in first
+  assert 'restore_s' in second and 'init_s' not in second
+  for row in (first, second):
+    for key in ('load_data_s', 'pipelines_s', 'build_s', 'first_step_s', 'train_s',
+                'final_checkpoint_wait_s', 'total_s'):
+      assert row[key] >= 0.0, key
+    assert row['evaluation_s_count'] == 1 and row['checkpoint_save_s_count'] >= 1
+    assert row['total_s'] >= row['first_step_s'] + row['build_s']
+
 
 def _saved_state_bytes(workdir: str, step: int) -> int:
   directory = os.path.join(workdir, 'checkpoints', str(step), 'state')

@@ -18,6 +18,7 @@ from etils import epath
 import jax
 
 METRICS_FILE = 'metrics.jsonl'
+TIMINGS_FILE = 'timings.jsonl'
 
 
 def is_remote(path: str | os.PathLike[str]) -> bool:
@@ -52,6 +53,19 @@ def _kept_text(path: epath.Path, keep: Callable[[dict[str, Any]], bool] | None) 
   if len(kept) < len(lines) or (text and not text.endswith('\n')):
     write_text_atomic(path, kept_text)
   return kept_text
+
+
+def append_json_line(path: epath.Path, row: Mapping[str, Any]) -> None:
+  """Appends one JSON line to `path` (process 0 only; rewritten atomically on object
+  stores, which cannot append)."""
+  if jax.process_index() != 0:
+    return
+  line = json.dumps(dict(row)) + '\n'
+  if is_remote(path):
+    write_text_atomic(path, (path.read_text() if path.exists() else '') + line)
+  else:
+    with open(path, 'a', encoding='utf-8') as f:
+      f.write(line)
 
 
 class MetricsLogger:

@@ -41,6 +41,32 @@ ProgressFn = Callable[[int, int, dict[str, float]], None]
 NotifyFn = Callable[[str], None]
 
 
+class _Timings:
+  """Wall time of this process's stages, appended to the workdir's timings.jsonl when the
+  process's training ends (how start-up, compilation and checkpoints scale with a run)."""
+
+  def __init__(self):
+    self._start = self._last = time.perf_counter()
+    self.values: dict[str, float] = {}
+
+  def mark(self, name: str) -> None:
+    """Records the seconds since the previous mark as `name`."""
+    now = time.perf_counter()
+    self.values[name] = round(now - self._last, 3)
+    self._last = now
+
+  def add(self, name: str, seconds: float) -> None:
+    """Adds to a running total `name` and counts it in `name`_count."""
+    self.values[name] = round(self.values.get(name, 0.0) + seconds, 3)
+    self.values[f'{name}_count'] = self.values.get(f'{name}_count', 0) + 1
+    self.values[f'{name}_max'] = round(max(self.values.get(f'{name}_max', 0.0), seconds), 3)
+
+  def write(self, workdir: str, **fields: Any) -> None:
+    row = dict(fields, **self.values, total_s=round(time.perf_counter() - self._start, 3))
+    logging.info('Timings: %s', row)
+    metrics_logging.append_json_line(epath.Path(workdir) / metrics_logging.TIMINGS_FILE, row)
+
+
 class NonFiniteLossError(FloatingPointError):
   """Raised when the training loss or the parameters become NaN or infinite."""
 
@@ -276,14 +302,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   if notify is None:
     notify = functools.partial(logging.info, '%s')
+  timings = _Timings()
   _start(config, workdir)
   train_split, test_split = load_splits(config)
+  timings.mark('load_data_s')
   pipes = pipeline.build_pipelines(config, train_split, test_split, jax.process_index(),
                                    jax.process_count())
   numbers = run_numbers(config, pipes)
   config_validation.validate_against_data(config, pipes, numbers)
+  timings.mark('pipelines_s')  # The ARC version catalogue included.
   run = _build(config, workdir, numbers.num_puzzle_identifiers, numbers.schedule_steps)
   _write_config(config, workdir)
+  timings.mark('build_s')
   checkpointer, mesh = run.checkpointer, run.mesh
   total_steps, steps_per_eval = numbers.total_steps, numbers.steps_per_eval
   logging.info('%d training steps (%d per evaluation), %d puzzle identifiers.', total_steps,
@@ -302,6 +332,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           out_shardings=run.state_sharding.carry)())
     train_iter.set_state(iterator_state)
     logging.info('Resumed from step %d.', restored_step)
+  jax.block_until_ready(state)
+  timings.mark('init_s' if restored is None else 'restore_s')
   checkpointer.install_stop_handlers()
 
   train_step = train.jit_train_step(run.model, run.tx, run.schedules, config, mesh,
@@ -320,8 +352,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   def save(force: bool, metrics: dict[str, float] | None = None) -> None:
     nonlocal last_saved_step
+    started = time.perf_counter()
     if checkpointer.save(step, state, train_iter.get_state(), metrics=metrics, force=force):
       last_saved_step = step
+      # The blocking part of an asynchronous save (the write continues in the background).
+      timings.add('checkpoint_save_s', time.perf_counter() - started)
 
   def check_finite() -> None:
     """Raises (before anything is saved) if a step since the last check was not finite."""
@@ -342,6 +377,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if step == start_step:
         notify('Compiling the train step ...')
       state, metrics = train_step(state, batch)
+      if step == start_step:
+        jax.block_until_ready(state.step)
+        timings.mark('first_step_s')  # Compilation and one step.
       lr = metrics.pop('lr')
       if totals is None:
         totals = _zero_totals(jax.eval_shape(lambda m: m, metrics))
@@ -368,7 +406,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         check_finite()
         notify(f'Evaluating at step {step} ...' if last_eval else
                f'Evaluating at step {step} (compiling the evaluation first) ...')
+        started = time.perf_counter()
         last_eval = evaluators.run(state)
+        timings.add('evaluation_s', time.perf_counter() - started)
         _write_submission(evaluators, workdir)
         logger.write(step, 'eval', last_eval)
         if jax.process_index() == 0:
@@ -391,9 +431,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       checkpointer.wait_until_finished()
       last_eval = latest_evaluation(workdir, checkpointer, step)
   finally:
+    timings.mark('train_s')  # From the first step's end: steps, logs, evaluations, saves.
     checkpointer.wait_until_finished()
+    timings.mark('final_checkpoint_wait_s')
     checkpointer.close()
     logger.close()
+    timings.write(workdir, start_step=start_step, end_step=step,
+                  devices=jax.device_count())
   if stopped:
     notify(f'Stopped at step {step} of {total_steps}; saved it in {checkpointer.directory}. '
            'Rerun the same command to continue from there.')
