@@ -228,3 +228,25 @@ def test_arc_and_maze_runs_train_and_evaluate(data_name, builder_config, fixture
                for attempts in submission.values() for attempt in attempts)
   else:
     assert results['count'] == 2
+
+
+def test_timings_record_the_accelerators_peak_memory(tmp_path, monkeypatch):
+  class FakeDevice:
+
+    def __init__(self, peak):
+      self.peak = peak
+
+    def memory_stats(self):
+      return {'peak_bytes_in_use': self.peak}
+
+  timings = trainer._Timings()  # pylint: disable=protected-access
+  timings.mark('load_data_s')
+  timings.add('checkpoint_save_s', 0.5)
+  timings.add('checkpoint_save_s', 1.5)
+  monkeypatch.setattr(jax, 'local_devices', lambda: [FakeDevice(3e9), FakeDevice(5e9)])
+  timings.write(str(tmp_path), start_step=0, end_step=2)
+  (_, row), = metrics_logging.read_json_objects(tmp_path / metrics_logging.TIMINGS_FILE)
+  assert row['peak_device_memory_gb'] == 5.0
+  assert (row['checkpoint_save_s'], row['checkpoint_save_s_count'],
+          row['checkpoint_save_s_max']) == (2.0, 2, 1.5)
+  assert row['start_step'] == 0 and row['end_step'] == 2 and row['total_s'] >= 0
