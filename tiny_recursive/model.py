@@ -326,14 +326,14 @@ class RecursiveModel:
       embedding = 0.707106781 * (embedding + params['embed_pos']['embedding'].astype(dtype))
     return (math.sqrt(c.hidden_size) * embedding).astype(dtype)
 
-  def _network_fn(self, params: Params, name: str, remat: bool):
-    """Returns f(h, injection) applying network `name`, rematerialised if configured.
+  def _network_fn(self, params: Params, name: str, differentiated: bool):
+    """Returns f(h, injection) applying network `name`.
 
-    `remat` is set for the differentiated calls; the others may use the forward-only fused
-    sequence-MLP kernel (`model.fused_sequence_mlp`, GPU only: elsewhere the same function
-    runs in XLA).
+    Differentiated calls are rematerialised as `model.remat_policy` says; the others may use
+    the forward-only fused sequence-MLP kernel (`model.fused_sequence_mlp`, GPU only:
+    elsewhere the same function runs in XLA).
     """
-    fused = (self.config.fused_sequence_mlp and not remat
+    fused = (self.config.fused_sequence_mlp and not differentiated
              and jax.default_backend() == 'gpu')
     network = self._network(self._num_layers(name), self.sequence_major, fused)
     rope = self._rope()
@@ -342,11 +342,11 @@ class RecursiveModel:
       return network.apply({'params': net_params}, h, injection, rope)
 
     policy = REMAT_POLICIES[self.config.remat_policy]
-    if remat and self.config.remat_policy != 'none':
+    if differentiated and self.config.remat_policy != 'none':
       apply = jax.checkpoint(apply, policy=policy)
     return lambda h, injection: apply(params[name], h, injection)
 
-  def _cycle(self, params: Params, z_H: Array, z_L: Array, x: Array, *, remat: bool,
+  def _cycle(self, params: Params, z_H: Array, z_L: Array, x: Array, *, differentiated: bool,
              grad_low_steps: int | None,
              perturb: Callable[[Array, Array], Array] | None = None) -> tuple[Array, Array]:
     """One H cycle: L_cycles low updates, then one high update.
@@ -380,15 +380,15 @@ class RecursiveModel:
                             unroll=c.scan_unroll)
       return z_L
 
-    low_net = self._network_fn(params, low_name, remat)
+    low_net = self._network_fn(params, low_name, differentiated)
     if grad_low_steps is None:
       z_L = low_loop(low_net, z_L, 0, c.l_cycles)
     else:
-      frozen = self._network_fn(jax.lax.stop_gradient(params), low_name, remat=False)
+      frozen = self._network_fn(jax.lax.stop_gradient(params), low_name, differentiated=False)
       num_frozen = c.l_cycles - grad_low_steps
       z_L = jax.lax.stop_gradient(low_loop(frozen, z_L, 0, num_frozen))
       z_L = low_loop(low_net, z_L, num_frozen, grad_low_steps)
-    high_net = self._network_fn(params, high_name, remat)
+    high_net = self._network_fn(params, high_name, differentiated)
     if single_z:
       z_L = high_net(z_L, None)
       return z_L, z_L
@@ -468,7 +468,7 @@ class RecursiveModel:
 
       def no_grad_cycle(carry, h):
         z_H, z_L = carry
-        return self._cycle(frozen_params, z_H, z_L, frozen_x, remat=False,
+        return self._cycle(frozen_params, z_H, z_L, frozen_x, differentiated=False,
                            grad_low_steps=None, perturb=cycle_perturb(h)), None
 
       cycles = None if perturb_latent is None else jnp.arange(c.h_cycles - 1, dtype=jnp.int32)
@@ -476,10 +476,10 @@ class RecursiveModel:
                                    unroll=c.scan_unroll)
       z_H, z_L = jax.lax.stop_gradient(z_H), jax.lax.stop_gradient(z_L)
 
-    # The last cycle with gradient: through all L_cycles + 1 network calls (TRM), or only
-    # through the last low and the high update (1-step gradient, HRM).
+    # The last cycle, with gradient unless `differentiated` is False: through all L_cycles + 1
+    # network calls (TRM), or only through the last low and the high update (1-step, HRM).
     grad_low_steps = 1 if c.gradient_mode == 'one_step' else None
-    z_H, z_L = self._cycle(params, z_H, z_L, x, remat=differentiated,
+    z_H, z_L = self._cycle(params, z_H, z_L, x, differentiated=differentiated,
                            grad_low_steps=grad_low_steps, perturb=cycle_perturb(c.h_cycles - 1))
     if self.sequence_major:
       z_H, z_L = jnp.swapaxes(z_H, 0, 1), jnp.swapaxes(z_L, 0, 1)
