@@ -42,6 +42,12 @@ def fail(message: Any, status: int = EXIT_BAD_INPUT) -> NoReturn:
   sys.exit(status)
 
 
+def no_positional_arguments(argv: Sequence[str]) -> None:
+  """Refuses words after the program name (for entry points that take flags only)."""
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {list(argv[1:])}')
+
+
 def debugging() -> bool:
   """Whether errors should show their traceback (`-v 1` or `TRM_DEBUG=1`)."""
   if os.environ.get(DEBUG_ENV, '') not in ('', '0'):

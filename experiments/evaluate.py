@@ -17,7 +17,6 @@ import json
 import os
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 import ml_collections
@@ -79,8 +78,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_positional_arguments(argv)
   f = flags.FLAGS
   line = json.dumps(evaluate_saved_model(f.config, f.checkpoint), sort_keys=True)
   if f.output and jax.process_index() == 0:

@@ -17,7 +17,6 @@ import json
 import os
 import time
 
-from absl import app
 from absl import flags
 from etils import epath
 
@@ -62,8 +61,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_positional_arguments(argv)
   f = flags.FLAGS
   info = export(f.workdir, f.output, f.step, f.config_name)
   print(f'Exported step {info["source_step"]} of {f.workdir} to {f.output}.')

@@ -11,7 +11,6 @@ and by `checkpointing.load_model`.
 
 import os
 
-from absl import app
 from absl import flags
 from absl import logging
 import ml_collections
@@ -62,8 +61,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_positional_arguments(argv)
   f = flags.FLAGS
   num_ids = import_checkpoint(f.config, f.torch_checkpoint, f.output, f.overwrite)
   print(f'Wrote {f.output} ({num_ids} puzzle identifiers).')

@@ -12,7 +12,6 @@ second Ctrl-C aborts without saving. Prints the final (or latest) evaluation as 
 
 import json
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -29,8 +28,7 @@ flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_positional_arguments(argv)
   command_line.drop_untracked_metric_warning()
   from tiny_recursive import trainer  # pylint: disable=g-import-not-at-top
   try:

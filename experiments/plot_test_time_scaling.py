@@ -11,7 +11,6 @@ step). One line per (trajectories, noise) setting over the steps; the x axis is 
 import os
 from typing import Any
 
-from absl import app
 from absl import flags
 
 from experiments import cli
@@ -93,8 +92,7 @@ def define_flags() -> None:
 
 
 def main(argv: list[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_positional_arguments(argv)
   f = flags.FLAGS
   rows = read_results(f.results)
   print(table(rows))

@@ -22,7 +22,6 @@ import os
 import zipfile
 from typing import Any, Mapping
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -264,8 +263,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_positional_arguments(argv)
   f = flags.FLAGS
   outputs = run_prediction(f.config, f.checkpoint, f.inputs, f.output, steps=f.steps,
                            batch_size=f.batch_size)

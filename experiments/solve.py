@@ -31,7 +31,6 @@ import dataclasses
 import os
 from typing import Any, Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -677,8 +676,7 @@ def define_flags() -> None:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  cli.no_positional_arguments(argv)
   f = flags.FLAGS
   result = run_solve(f.config, f.checkpoint, sudoku=f.sudoku, maze=f.maze, arc_task=f.arc_task,
                      task_id=f.task_id, vote=f.vote, steps=f.steps, output_dir=f.output_dir)
