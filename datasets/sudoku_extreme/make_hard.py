@@ -20,6 +20,7 @@ from typing import Sequence
 from absl import flags
 import numpy as np
 
+from datasets.sudoku_extreme import hub_csv
 from datasets.sudoku_extreme import solver
 from experiments import cli
 
@@ -55,7 +56,7 @@ def write_csv(path: str, count: int, seed: int, min_guesses: int) -> None:
   tmp = path + '.tmp'
   with open(tmp, 'w', newline='', encoding='utf-8') as f:
     writer = csv.writer(f, lineterminator='\n')
-    writer.writerow(['source', 'question', 'answer', 'rating'])
+    writer.writerow(hub_csv.EXPECTED_HEADER)
     for puzzle, solution, guesses in hard_puzzles(count, seed, min_guesses):
       writer.writerow([f'generated_seed{seed}', ''.join(str(d) if d else '.' for d in puzzle),
                        ''.join(map(str, solution)), guesses])
