@@ -44,12 +44,6 @@ def random_batch(rng: np.random.Generator, batch: int, seq_len: int, vocab: int,
           'puzzle_identifiers': rng.integers(0, num_ids, (batch,)).astype(np.int32)}
 
 
-def peak_memory_gb() -> float | None:
-  stats = jax.local_devices()[0].memory_stats() or {}
-  peak = stats.get('peak_bytes_in_use')
-  return None if peak is None else round(peak / 1e9, 2)
-
-
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -110,7 +104,7 @@ def main(argv):
     jax.block_until_ready(out)
     eval_s = (time.perf_counter() - start) / _EVAL_BATCHES.value
     result['eval_puzzles_per_s'] = round(batch_size / eval_s)
-  result['peak_mem_gb'] = peak_memory_gb()
+  result['peak_mem_gb'] = sharding.peak_device_memory_gb()
   if _PROFILE_DIR.value:
     trace_dir = os.path.join(_PROFILE_DIR.value, 'trace')
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):

@@ -97,3 +97,13 @@ def fetch(tree: Any) -> Any:
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(x)
   return jax.tree_util.tree_map(get, tree)
+
+
+def peak_device_memory_gb() -> float | None:
+  """The largest allocator peak (bytes in use at once) over this process's devices, in GB;
+  None where devices report no memory statistics (CPUs)."""
+  peaks = [(device.memory_stats() or {}).get('peak_bytes_in_use')
+           for device in jax.local_devices()]
+  if not peaks or any(peak is None for peak in peaks):
+    return None
+  return round(max(peaks) / 1e9, 2)

@@ -63,11 +63,9 @@ class _Timings:
 
   def write(self, workdir: str, **fields: Any) -> None:
     row = dict(fields, **self.values, total_s=round(time.perf_counter() - self._start, 3))
-    # Accelerators report their allocator's peak (bytes in use at once); CPUs report none.
-    peaks = [(device.memory_stats() or {}).get('peak_bytes_in_use')
-             for device in jax.local_devices()]
-    if all(peak is not None for peak in peaks):
-      row['peak_device_memory_gb'] = round(max(peaks) / 1e9, 2)
+    peak = sharding.peak_device_memory_gb()
+    if peak is not None:  # Accelerators only.
+      row['peak_device_memory_gb'] = peak
     logging.info('Timings: %s', row)
     metrics_logging.append_json_line(epath.Path(workdir) / metrics_logging.TIMINGS_FILE, row)
 
