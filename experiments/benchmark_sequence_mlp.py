@@ -1,7 +1,7 @@
 r"""Times the MLP mixer of one block three ways and checks each against a float32 reference.
 
   python -m experiments.benchmark_sequence_mlp [--batch=768 --hidden=512 --seq=97] \
-      [--tiles=128:64:8:1,256:64:8:1]
+      [--tiles=64:64:4:1,32:64:4:1]
 
 Rows: `transposed` (the default layout's branch: transpose, pad, SwiGLU, norm, transpose
 back), `sequence_major` (`layers.sequence_mixer` in XLA) and `fused BN:BH:W:S` (the Pallas
@@ -29,8 +29,8 @@ _BATCH = flags.DEFINE_integer('batch', 768, 'Batch size.')
 _HIDDEN = flags.DEFINE_integer('hidden', 512, 'Hidden size of the model.')
 _SEQ = flags.DEFINE_integer('seq', 97, 'Sequence length (puzzle positions included).')
 _EXPANSION = flags.DEFINE_float('expansion', 4.0, 'SwiGLU expansion.')
-_TILES = flags.DEFINE_list('tiles', ['128:64:8:1', '64:64:4:1', '128:128:8:1', '256:64:8:1',
-                                     '128:64:4:2'],
+_TILES = flags.DEFINE_list('tiles', ['64:64:4:1', '32:64:4:1', '64:32:4:1', '64:128:4:1',
+                                     '64:64:2:1', '64:64:4:2', '32:32:2:1'],
                            'Fused-kernel variants, block_n:block_h:num_warps:num_stages.')
 _REPS = flags.DEFINE_integer('reps', 20, 'Timed runs per variant (median reported).')
 _CHAIN = 10

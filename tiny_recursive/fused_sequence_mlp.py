@@ -56,7 +56,7 @@ def _kernel(t_ref, gate_ref, up_ref, down_ref, out_ref, *, seq: int, eps: float,
 
 
 def fused_forward(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: float, *,
-                  block_n: int = 128, block_h: int = 64, num_warps: int = 8,
+                  block_n: int = 64, block_h: int = 64, num_warps: int = 4,
                   num_stages: int = 1, interpret: bool = False) -> Array:
   """`reference(t, gate_up_kernel, down_kernel, eps)` as one Pallas (Triton) kernel.
 
@@ -66,6 +66,8 @@ def fused_forward(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: floa
     down_kernel: `[hidden, seq]`.
     block_n: columns per program (a power of two, at least 16).
     block_h: hidden units per chunk (a power of two dividing hidden, at least 16).
+    num_warps, num_stages: Triton launch parameters. The defaults were the fastest of the
+      tiles timed on an H200 for Sudoku's shapes (docs/benchmarks.md).
     interpret: run the kernel in the Pallas interpreter (any backend; for tests).
   """
   seq, n = t.shape

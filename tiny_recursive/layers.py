@@ -45,53 +45,17 @@ def swiglu_hidden_width(width: int, expansion: float) -> int:
   return find_multiple(round(expansion * width * 2 / 3), 256)
 
 
-def rms_norm(x: Array, eps: float, count: int | None = None, axis: int = -1,
-             compact_grad: bool = False) -> Array:
+def rms_norm(x: Array, eps: float, count: int | None = None, axis: int = -1) -> Array:
   """Weightless RMSNorm over `axis` (the last by default), computed in float32, returned in
   x's dtype.
 
   `count`: number of real entries when the axis carries trailing zero padding (the padding
   adds nothing to the sum of squares); None means the whole axis.
-  `compact_grad`: the same function with a hand-written gradient that keeps only `x` (in its
-  own dtype) and one float32 statistic per normalised vector for the backward pass, instead
-  of whatever float32 intermediates autodiff saves.
   """
-  count = x.shape[axis] if count is None else count
-  if compact_grad:
-    return _compact_rms_norm(x, eps, count, axis)
-  return _rms_norm_with_scale(x, eps, count, axis)[0]
-
-
-def _rms_norm_with_scale(x: Array, eps: float, count: int, axis: int) -> tuple[Array, Array]:
-  """(normalised x in x's dtype, float32 1 / rms with the axis kept)."""
   x32 = x.astype(jnp.float32)
+  count = x.shape[axis] if count is None else count
   variance = jnp.sum(jnp.square(x32), axis=axis, keepdims=True) / count
-  scale = jax.lax.rsqrt(variance + eps)
-  return (x32 * scale).astype(x.dtype), scale
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2, 3))
-def _compact_rms_norm(x: Array, eps: float, count: int, axis: int) -> Array:
-  return _rms_norm_with_scale(x, eps, count, axis)[0]
-
-
-def _compact_rms_norm_forward(x, eps, count, axis):
-  out, scale = _rms_norm_with_scale(x, eps, count, axis)
-  return out, (x, scale)
-
-
-def _compact_rms_norm_backward(eps, count, axis, residuals, cotangent):
-  # d/dx of x * s with s = (sum(x^2) / count + eps)^(-1/2):
-  # s * (g - x_hat * sum(g * x_hat) / count), x_hat = x * s.
-  del eps
-  x, scale = residuals
-  x_hat = x.astype(jnp.float32) * scale
-  g = cotangent.astype(jnp.float32)
-  projection = jnp.sum(g * x_hat, axis=axis, keepdims=True) / count
-  return ((scale * (g - x_hat * projection)).astype(x.dtype),)
-
-
-_compact_rms_norm.defvjp(_compact_rms_norm_forward, _compact_rms_norm_backward)
+  return (x32 * jax.lax.rsqrt(variance + eps)).astype(x.dtype)
 
 
 class Linear(nn.Module):
@@ -156,8 +120,7 @@ class SwiGLU(nn.Module):
                   name='down_proj')(jax.nn.silu(gate) * up)
 
 
-def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: float,
-                   compact_norm_grad: bool = False) -> Array:
+def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: float) -> Array:
   """The MLP mixer on sequence-major activations: `t` `[seq, n]` (n = batch x hidden) to
   `rms_norm_over_seq(t + down^T (silu(gate^T t) * (up^T t)))`, in `t`'s dtype.
 
@@ -171,8 +134,7 @@ def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: flo
                                                    (((0,), (0,)), ((), ())))
   gate = contract(gate_up_kernel[:, :hidden], t)
   up = contract(gate_up_kernel[:, hidden:], t)
-  return rms_norm(t + contract(down_kernel, jax.nn.silu(gate) * up), eps, axis=0,
-                  compact_grad=compact_norm_grad)
+  return rms_norm(t + contract(down_kernel, jax.nn.silu(gate) * up), eps, axis=0)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
@@ -214,7 +176,6 @@ class SequenceMixer(nn.Module):
   expansion: float
   rms_norm_eps: float
   fused: bool = False
-  compact_norm_grad: bool = False
 
   @nn.compact
   def __call__(self, t: Array) -> Array:
@@ -223,7 +184,7 @@ class SequenceMixer(nn.Module):
     down = _Kernel((hidden, self.seq_len), name='down_proj')()
     if self.fused:
       return fused_sequence_mixer(t, gate_up, down, self.rms_norm_eps)
-    return sequence_mixer(t, gate_up, down, self.rms_norm_eps, self.compact_norm_grad)
+    return sequence_mixer(t, gate_up, down, self.rms_norm_eps)
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[Array, Array]:
@@ -304,7 +265,7 @@ class Block(nn.Module):
   `sequence_major` (mixer='mlp' only): `h` is laid out `[seq, batch, hidden]` and the mixer
   is `SequenceMixer` on its `[seq, batch x hidden]` view: no transpose, no padding; the same
   parameters and function. `fused_sequence_mlp` (with `sequence_major`): that mixer runs as
-  one GPU kernel. `compact_norm_grad`: the norms use `rms_norm`'s hand-written gradient.
+  one GPU kernel.
   """
   hidden_size: int
   num_heads: int
@@ -316,18 +277,15 @@ class Block(nn.Module):
   attention_impl: str = 'auto'
   sequence_major: bool = False
   fused_sequence_mlp: bool = False
-  compact_norm_grad: bool = False
 
   @nn.compact
   def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
-    norm = functools.partial(rms_norm, eps=self.rms_norm_eps,
-                             compact_grad=self.compact_norm_grad)
+    norm = functools.partial(rms_norm, eps=self.rms_norm_eps)
     if self.sequence_major and self.mixer != 'mlp':
       raise ValueError("model.activation_layout: 'sequence_major' needs model.mixer = 'mlp'.")
     if self.sequence_major:
       mixer = SequenceMixer(self.seq_len, self.expansion, self.rms_norm_eps,
-                            self.fused_sequence_mlp, self.compact_norm_grad,
-                            name='sequence_mlp')
+                            self.fused_sequence_mlp, name='sequence_mlp')
       h = mixer(h.reshape(self.seq_len, -1)).reshape(h.shape)
     elif self.mixer == 'mlp':
       # The sequence axis is zero-padded to a multiple of 16 so the sequence SwiGLU's
@@ -360,7 +318,6 @@ class Network(nn.Module):
   attention_impl: str = 'auto'
   sequence_major: bool = False  # h laid out [seq, batch, hidden] (see Block).
   fused_sequence_mlp: bool = False
-  compact_norm_grad: bool = False
 
   @nn.compact
   def __call__(self, h: Array, injection: Array | None,
@@ -370,5 +327,5 @@ class Network(nn.Module):
     for i in range(self.num_layers):
       h = Block(self.hidden_size, self.num_heads, self.expansion, self.mixer, self.seq_len,
                 self.rms_norm_eps, self.dtype, self.attention_impl, self.sequence_major,
-                self.fused_sequence_mlp, self.compact_norm_grad, name=f'block_{i}')(h, rope)
+                self.fused_sequence_mlp, name=f'block_{i}')(h, rope)
     return h

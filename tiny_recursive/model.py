@@ -95,7 +95,6 @@ class ModelConfig:
   # stored without them still read back (`from_dict`).
   activation_layout: str = 'batch_major'
   fused_sequence_mlp: bool = False
-  compact_norm_grad: bool = False
 
   def __post_init__(self):
     """Raises ValueError naming the `model.` key of the first invalid value."""
@@ -220,7 +219,7 @@ class RecursiveModel:
     c = self.config
     return layers.Network(num_layers, c.hidden_size, c.num_heads, c.expansion, c.mixer,
                           self.total_len, c.rms_norm_eps, self.dtype, c.attention_impl,
-                          sequence_major, fused, c.compact_norm_grad)
+                          sequence_major, fused)
 
   @property
   def network_names(self) -> tuple[str, ...]:

@@ -47,9 +47,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   # With 'sequence_major': the sequence MLP of the calls without gradient as one GPU kernel
   # (tiny_recursive/fused_sequence_mlp.py); other backends run the same function in XLA.
   model.fused_sequence_mlp = False
-  # RMSNorm with a hand-written gradient that saves only its bfloat16 input and one float32
-  # statistic per vector (layers.rms_norm); the same function.
-  model.compact_norm_grad = False
 
   # --- Data (§2, §7) ---
   data = config.data = ml_collections.ConfigDict()
