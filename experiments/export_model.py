@@ -23,6 +23,7 @@ from etils import epath
 from experiments import cli
 from tiny_recursive import checkpointing
 from tiny_recursive import metrics_logging
+from tiny_recursive import model as model_lib
 
 INFO_FILE = 'model_info.json'
 
@@ -36,6 +37,8 @@ def export(workdir: str, output: str, step: int | None = None, config_name: str 
       raise FileNotFoundError(f'{os.fspath(source)}: no checkpoint of step {step}.')
   source = checkpointing.checkpoint_step_directory(source)
   params, constants, puzzle_table, model_config = checkpointing.load_model(source)
+  # Through the typed config: checked, and without keys this version no longer has.
+  model_config = model_lib.ModelConfig.from_dict(model_config).to_dict()
   step = int(os.path.basename(source))
   # The evaluation of the exported step, else the last one before it (with its step).
   evals = [row for row in metrics_logging.read_metrics(workdir, 'eval') if row['step'] <= step]
