@@ -107,6 +107,9 @@ def test_malformed_csv_is_one_line_naming_file_and_line(bad_sudoku_dir, tmp_path
     (('experiments.benchmark', '--config=tiny', '--unknown_flag=1'),
      ["Unknown command line flag 'unknown_flag'"]),
     (('experiments.benchmark_pipeline', '--task=chess'), ['--task', 'chess']),
+    (('experiments.program_fingerprint', '--config=sudoku_extreme',
+      '--config.data.builder_config=full'),
+     ['sudoku_extreme/full', 'give --num_puzzle_identifiers and --schedule_steps']),
 ])
 def test_bad_input_is_one_line_with_status_2(args, expected):
   assert_one_line_error(run_module(*args), *expected)
