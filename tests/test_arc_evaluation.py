@@ -121,6 +121,48 @@ def test_single_candidate_is_repeated_and_missing_gets_blank():
   assert sub['a'][0] == {'attempt_1': [[0]], 'attempt_2': [[0]]}
 
 
+def _versions_spec(max_versions=0):
+  """Task 'a' (solution A) with 4 versions, task 'b' (solution C) with 5; the first
+  max_versions of each when > 0."""
+  versions = ((_IDENTITY,) + (_ROT90,) * 3, (_IDENTITY,) + (_ROT90,) * 4)
+  if max_versions:
+    versions = tuple(v[:max_versions] for v in versions)
+  return arc_evaluation.ArcEvalSpec(task_ids=('a', 'b'), versions=versions,
+                                    solutions=((A,), (C,)), max_versions=max_versions)
+
+
+def _versions_rows(spec, max_versions):
+  # Task a: A (high q) at the identity, D at every other version.
+  # Task b: B at versions 0 and 1, C at versions 2 to 4.
+  a = [(0, v, A if v == 0 else D, 2.0 if v == 0 else 0.0) for v in range(4)]
+  b = [(1, v, B if v < 2 else C, 0.0) for v in range(5)]
+  return [_row(t, v, 0, grid, q, spec) for t, v, grid, q in a + b if v < max_versions]
+
+
+def test_vote_over_the_first_versions_uses_those_rows_only():
+  full_spec, subset_spec = _versions_spec(), _versions_spec(max_versions=2)
+  full = arc_evaluation.ArcAccumulator(full_spec)
+  _update(full, _versions_rows(full_spec, 5))
+  result = full.result()
+  # Every version: a ranks D (3 votes) over A (1), b ranks C (3) over B (2).
+  assert (result['pass@1'], result['pass@2']) == (0.5, 1.0)
+  assert (result['arc_versions'], result['mean_versions_voted']) == (0, 4.5)
+  subset = arc_evaluation.ArcAccumulator(subset_spec)
+  _update(subset, _versions_rows(subset_spec, 2))
+  result = subset.result()
+  # Versions 0 and 1: a has A and D once each, A first by its higher q; b has only B.
+  assert (result['pass@1'], result['pass@2']) == (0.5, 0.5)
+  assert result['per_task'] == {'a': 1.0, 'b': 0.0}
+  assert (result['arc_versions'], result['mean_versions_voted']) == (2, 2.0)
+  # The same rows voted under the full spec give the same pass@K.
+  same_rows = arc_evaluation.ArcAccumulator(full_spec)
+  _update(same_rows, _versions_rows(full_spec, 2))
+  assert all(same_rows.result()[f'pass@{k}'] == result[f'pass@{k}']
+             for k in arc_evaluation.PASS_KS)
+  with pytest.raises(ValueError, match='version_index 2 outside the evaluation spec'):
+    _update(subset, [_row(0, 2, 0, A, 0.0, full_spec)])
+
+
 @pytest.mark.parametrize('submission, message', [
     ({'a': [{'attempt_1': [[1]]}]}, "task 'a', test 0: expected an object"),
     ({'a': [{'attempt_1': [[1, 2], [3]], 'attempt_2': [[1]]}]}, "task 'a', test 0, attempt_1"),

@@ -13,6 +13,7 @@ import sys
 import jax
 import pytest
 
+from experiments.configs import arc_agi
 from experiments.configs import tiny
 from tiny_recursive import config_validation
 from tiny_recursive import trainer
@@ -51,11 +52,24 @@ def test_tiny_config_is_valid():
     ('eval.trajectory_noise', -0.1, r'config\.eval\.trajectory_noise: must be a finite'),
     ('eval.trajectory_noise', float('nan'), r'config\.eval\.trajectory_noise'),
     ('eval.noise_seed', -1, r'config\.eval\.noise_seed: must be in'),
+    ('eval.arc_versions', -1, r'config\.eval\.arc_versions: must be >= 0'),
+    ('eval.arc_versions', 8,
+     r'config\.eval\.arc_versions: applies to ARC evaluation only; sudoku_extreme'),
 ])
 def test_bad_value_names_its_key(key, value, expected):
   config = tiny.get_config()
   config.update_from_flattened_dict({key: value})
   with pytest.raises(ConfigError, match=expected):
+    config_validation.validate(config)
+
+
+def test_arc_versions_on_arc():
+  config = arc_agi.get_config()
+  config.eval.arc_versions = 8
+  config_validation.validate(config)
+  config.eval.arc_versions = -2
+  with pytest.raises(ConfigError, match=r'^config\.eval\.arc_versions: must be >= 0 \(0: every '
+                                        r'kept version of each ARC task\), got -2\.$'):
     config_validation.validate(config)
 
 

@@ -1,4 +1,5 @@
-"""Tests of experiments/evaluate.py and scripts/test_time_scaling.sh on the Sudoku sample."""
+"""Tests of experiments/evaluate.py and scripts/test_time_scaling.sh on the Sudoku sample,
+and of `eval.arc_versions` on the ARC fixture."""
 
 import json
 import os
@@ -8,11 +9,14 @@ import subprocess
 import numpy as np
 import pytest
 
+from datasets import build
 from experiments import evaluate
 from experiments.configs import tiny
 from tests import conftest
 from tiny_recursive import checkpointing
 from tiny_recursive import model as model_lib
+from tiny_recursive.data import pipeline
+from tiny_recursive.data import sources
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -74,3 +78,28 @@ def test_scaling_script_writes_results_table_and_plot(export, tmp_path):
   assert '| 3 | 2 | 0.1 | 6 |' in result.stdout
   assert (tmp_path / 'test_time_scaling.png').read_bytes()[:4] == b'\x89PNG'
   assert sorted(os.listdir(directory)) == before
+
+
+def test_arc_versions_evaluates_the_first_versions_and_says_so(tmp_path):
+  """ARC with eval.arc_versions = 2: 2 test inputs x 2 versions, voted and reported."""
+  data_dir = str(tmp_path / 'data')
+  build.build('arc_agi', 'arc_agi_1', data_dir, str(REPO_ROOT / 'tests' / 'fixtures' / 'arc'))
+  config = tiny.get_config()
+  config.data.update(name='arc_agi', builder_config='arc_agi_1', data_dir=data_dir,
+                     seq_len=900, vocab_size=12, num_augmentations=3)
+  config.model.update(l_cycles=1, halt_max_steps=2)
+  config.eval.global_batch_size = 8
+  config.eval.arc_versions = 2
+  catalog = pipeline.arc_catalog(config, sources.load_arc_split('arc_agi_1', 'train', data_dir),
+                                 sources.load_arc_split('arc_agi_1', 'test', data_dir))
+  model = model_lib.build_model(config.model, seq_len=900, vocab_size=12,
+                                num_puzzle_identifiers=catalog.num_identifiers)
+  variables = conftest.random_variables(model, 0)
+  table = np.zeros((catalog.num_identifiers, config.model.puzzle_emb_ndim), np.float32)
+  directory = str(tmp_path / 'model')
+  checkpointing.save_model(directory, variables['params'], variables['constants'], table,
+                           config.model.to_dict())
+  result = evaluate.evaluate_saved_model(config, directory)
+  assert result['count'] == 4
+  assert (result['arc_versions'], result['mean_versions_voted']) == (2, 2.0)
+  assert 0.0 <= result['pass@2'] <= 1.0

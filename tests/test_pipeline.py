@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import base
+from tiny_recursive import arc_evaluation
 from tiny_recursive.data import arc_encoding
 from tiny_recursive.data import pipeline
 from tiny_recursive.data import puzzle_sources
@@ -213,3 +214,112 @@ def test_unknown_data_set_is_rejected():
   config.data.name = 'chess'
   with pytest.raises(ValueError, match='chess'):
     pipeline.build_pipelines(config, _grid_split(4), _grid_split(4))
+
+
+def _arc_tasks_with_a_symmetric_one():
+  """_arc_tasks plus an evaluation task of blank grids, whose only kept version is the
+  identity."""
+  train, test = _arc_tasks()
+  blank = np.zeros((1, 1), np.uint8)
+  train.append(ArcTask('e999', 'evaluation', ((blank, blank), (blank, blank))))
+  test.append(ArcTask('e999', 'evaluation', ((blank, blank),)))
+  key = lambda t: (t.subset, t.task_id)
+  return sorted(train, key=key), sorted(test, key=key)
+
+
+def _expected_rows(test, catalog, max_versions):
+  """(task, version, test) in the documented order: task, version, test input."""
+  rows = []
+  for t, task in enumerate(test):
+    kept = len(catalog.versions[catalog.index(puzzle_sources.task_key(task))])
+    n = min(max_versions, kept) if max_versions > 0 else kept
+    rows += [(t, v, i) for v in range(n) for i in range(len(task.pairs))]
+  return rows
+
+
+def _rows(source):
+  return list(zip(source.task_index.tolist(), source.version_index.tolist(),
+                  source.test_index.tolist()))
+
+
+@pytest.mark.parametrize('max_versions', [1, 2, 4, 50])
+def test_arc_eval_first_versions_of_each_task(max_versions):
+  train, test = _arc_tasks_with_a_symmetric_one()
+  catalog = puzzle_sources.build_arc_catalog(train, test, 4, seed=0)
+  kept = [len(catalog.versions[catalog.index(puzzle_sources.task_key(t))]) for t in test]
+  assert 1 in kept and 5 in kept  # The blank task keeps only its identity.
+  source = puzzle_sources.ArcEvalSource(test, catalog, max_versions=max_versions)
+  assert source.num_examples == sum(min(max_versions, k) * len(t.pairs)
+                                    for k, t in zip(kept, test))
+  assert _rows(source) == _expected_rows(test, catalog, max_versions)
+  assert {(t, v) for t, v, _ in _rows(source) if v == 0} == {(t, 0) for t in range(len(test))}
+  spec = source.spec()
+  assert spec.max_versions == max_versions
+  for t, task in enumerate(test):
+    full = catalog.versions[catalog.index(puzzle_sources.task_key(task))]
+    assert spec.versions[t] == full[:max_versions]
+  # A subset's rows are the same rows as in the full expansion.
+  full_source = puzzle_sources.ArcEvalSource(test, catalog)
+  positions = [_rows(full_source).index(row) for row in _rows(source)]
+  subset, full = source.materialize(np.arange(source.num_examples)), full_source.materialize(
+      np.asarray(positions))
+  for name in subset:
+    np.testing.assert_array_equal(subset[name], full[name])
+
+
+def test_arc_eval_default_is_every_kept_version():
+  train, test = _arc_tasks_with_a_symmetric_one()
+  catalog = puzzle_sources.build_arc_catalog(train, test, 4, seed=0)
+  config = _arc_config(batch=4)
+  assert config.eval.arc_versions == 0
+  source = puzzle_sources.ArcEvalSource(test, catalog)
+  assert _rows(source) == _expected_rows(test, catalog, 0)
+  spec = source.spec()
+  assert spec.max_versions == 0
+  assert spec.versions == tuple(catalog.versions[catalog.index(puzzle_sources.task_key(t))]
+                                for t in test)
+  evaluation = pipeline.build_eval(config, test, catalog=catalog)
+  assert evaluation.arc_spec.versions == spec.versions and evaluation.arc_spec.max_versions == 0
+  batches = list(evaluation.eval)
+  mask = np.concatenate([b['mask'] for b in batches])
+  got = list(zip(*(np.concatenate([b[k] for b in batches])[mask].tolist()
+                   for k in ('task_index', 'version_index', 'test_index'))))
+  assert got == _expected_rows(test, catalog, 0)
+
+
+def test_arc_versions_then_max_examples_prefix():
+  train, test = _arc_tasks()
+  catalog = puzzle_sources.build_arc_catalog(train, test, 4, seed=0)
+  config = _arc_config(batch=4)
+  config.eval.arc_versions = 2
+  config.eval.max_examples = 5
+  evaluation = pipeline.build_eval(config, test, catalog=catalog)
+  batches = list(evaluation.eval)
+  mask = np.concatenate([b['mask'] for b in batches])
+  got = list(zip(*(np.concatenate([b[k] for b in batches])[mask].tolist()
+                   for k in ('task_index', 'version_index', 'test_index'))))
+  assert got == _expected_rows(test, catalog, 2)[:5]
+  assert evaluation.arc_spec.max_versions == 2
+
+
+def test_arc_eval_negative_versions_rejected():
+  train, test = _arc_tasks()
+  catalog = puzzle_sources.build_arc_catalog(train, test, 4, seed=0)
+  with pytest.raises(ValueError, match='max_versions must be >= 0'):
+    puzzle_sources.ArcEvalSource(test, catalog, max_versions=-1)
+
+
+def test_arc_vote_over_a_subset_of_versions_with_true_answers():
+  """Every row predicting its own label: each task solved, from the first N versions."""
+  train, test = _arc_tasks_with_a_symmetric_one()
+  catalog = puzzle_sources.build_arc_catalog(train, test, 4, seed=0)
+  source = puzzle_sources.ArcEvalSource(test, catalog, max_versions=3)
+  accumulator = arc_evaluation.ArcAccumulator(source.spec())
+  batch = source.materialize(np.arange(source.num_examples))
+  accumulator.update(batch, batch['labels'], np.zeros(source.num_examples))
+  result = accumulator.result()
+  assert result['pass@1'] == result['pass@2'] == 1.0
+  assert result['arc_versions'] == 3
+  kept = [len(v) for v in source.spec().versions]
+  assert result['mean_versions_voted'] == pytest.approx(np.mean(kept))
+  assert sorted(kept) == [1] + [3] * (len(test) - 1)

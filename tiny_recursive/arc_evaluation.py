@@ -5,7 +5,9 @@ For each test input, the prediction of every augmented version is cropped
 dihedral, inverse colour map) and voted: identical grids are counted and their
 sigmoid(q_halt) averaged; candidates rank by count, then by mean q (then by first
 appearance). pass@K: the solution is among the top K candidates; a task's score is the
-fraction of its test inputs solved; the headline is pass@2 averaged over tasks.
+fraction of its test inputs solved; the headline is pass@2 averaged over tasks. Voting
+uses whatever rows arrive, so a subset of versions (`eval.arc_versions`) votes over those
+only; `result()` reports the protocol (`arc_versions`) and the versions that voted.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class ArcAccumulator:
     # (task_index, test_index) -> {grid key: [count, sum of q, grid, first-seen order]}.
     self._votes: dict[tuple[int, int], dict[bytes, list]] = {}
     self._seen = 0
+    # Per task, which of its versions contributed a vote.
+    self._voted_versions = [np.zeros(len(v), bool) for v in spec.versions]
 
   def update(self, batch_meta: Mapping[str, np.ndarray], predictions: np.ndarray,
              q_halt_logits: np.ndarray) -> None:
@@ -76,6 +80,7 @@ class ArcAccumulator:
                          f'version_index {v} outside the evaluation spec.')
       grid = self.spec.versions[t][v].invert(arc_encoding.decode_grid(predictions[row]))
       self._add((t, i), grid, 1, float(q[row]))
+      self._voted_versions[t][v] = True
 
   def _add(self, where: tuple[int, int], grid: np.ndarray, count: int, q_sum: float) -> None:
     candidates = self._votes.setdefault(where, {})
@@ -91,6 +96,9 @@ class ArcAccumulator:
     for where, candidates in other._votes.items():  # pylint: disable=protected-access
       for count, q_sum, grid, _ in sorted(candidates.values(), key=lambda c: c[3]):
         self._add(where, grid, count, q_sum)
+    other_voted = other._voted_versions  # pylint: disable=protected-access
+    for mine, theirs in zip(self._voted_versions, other_voted):
+      mine |= theirs
 
   def ranked(self, task_index: int, test_index: int) -> list[tuple[np.ndarray, int, float]]:
     """Candidates of one test input as (grid, count, mean q), best first."""
@@ -99,7 +107,11 @@ class ArcAccumulator:
     return [(c[2], c[0], c[1] / c[0]) for c in ordered]
 
   def result(self) -> dict[str, Any]:
-    """pass@K averaged over tasks (`pass@K`), per-task pass@2 and the headline score."""
+    """pass@K averaged over tasks (`pass@K`), per-task pass@2 and the headline score.
+
+    Also the protocol: `arc_versions` (the spec's max_versions, 0: every kept version) and
+    `mean_versions_voted` (distinct versions that voted, averaged over the spec's tasks).
+    """
     if self.spec.solutions is None:
       raise ValueError('ArcAccumulator.result: the evaluation spec has no solutions.')
     per_task = np.zeros((len(self.spec.task_ids), len(self.pass_ks)))
@@ -118,6 +130,9 @@ class ArcAccumulator:
     metrics['per_task'] = {task_id: float(per_task[t, headline])
                            for t, task_id in enumerate(self.spec.task_ids)}
     metrics['tasks_with_predictions'] = len({t for t, _ in self._votes})
+    metrics['arc_versions'] = int(self.spec.max_versions)
+    metrics['mean_versions_voted'] = float(np.mean([v.sum() for v in self._voted_versions])
+                                           if self._voted_versions else 0.0)
     return metrics
 
   def submission(self) -> dict[str, list[dict[str, list[list[int]]]]]:

@@ -67,6 +67,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
            f'must be a finite number >= 0, got {evaluation.trajectory_noise}.')
   _require(0 <= evaluation.noise_seed < 2**32, 'eval.noise_seed',
            f'must be in [0, 2**32), got {evaluation.noise_seed}.')
+  _require(evaluation.arc_versions >= 0, 'eval.arc_versions',
+           f'must be >= 0 (0: every kept version of each ARC task), got '
+           f'{evaluation.arc_versions}.')
+  # A limit that would change nothing is refused, as the model's no-op options are.
+  _require(evaluation.arc_versions == 0 or data.name == 'arc_agi', 'eval.arc_versions',
+           f'applies to ARC evaluation only; {data.name} has no versions to limit, got '
+           f'{evaluation.arc_versions} (use 0).')
   for key in ('lr', 'puzzle_emb_lr', 'weight_decay', 'puzzle_emb_weight_decay'):
     _require(train[key] >= 0, f'train.{key}', f'must be >= 0, got {train[key]}.')
   _require(0 <= train.lr_min_ratio <= 1, 'train.lr_min_ratio',

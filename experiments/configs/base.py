@@ -104,6 +104,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # report its accuracy and time beside the fixed halt_max_steps evaluation.
   evaluation.adaptive_halting = False
   evaluation.max_examples = 0  # >0 evaluates on a prefix (quick checks).
+  # ARC: >0 evaluates only the first N kept versions of each task (version 0, the identity,
+  # always among them), then max_examples takes its prefix of those rows. 0: every kept
+  # version, the reference protocol. N>0 is cheaper but approximate: measure its effect on
+  # pass@2 on the same checkpoint before trusting it. Other data sets: must stay 0.
+  evaluation.arc_versions = 0
   # Test-time scaling (docs/test_time_scaling.md); the defaults are the reference evaluation.
   evaluation.num_steps = 0  # Supervision steps per puzzle; 0: model.halt_max_steps.
   # K trajectories per puzzle, each with Gaussian noise of std trajectory_noise (relative to

@@ -109,7 +109,11 @@ def arc_catalog(config: ml_collections.ConfigDict, train_data: Any,
 def build_eval(config: ml_collections.ConfigDict, test_data: Any, process_index: int = 0,
                process_count: int = 1,
                catalog: puzzle_sources.ArcCatalog | None = None) -> EvalPipeline:
-  """The eval dataset of `config.data.name` (ARC needs its `catalog`)."""
+  """The eval dataset of `config.data.name` (ARC needs its `catalog`).
+
+  ARC rows: the first eval.arc_versions versions of each task (0: all kept), then the
+  first eval.max_examples of those rows (0: all).
+  """
   data = config.data
   max_examples = int(config.eval.get('max_examples', 0))
   arc_spec = None
@@ -119,7 +123,8 @@ def build_eval(config: ml_collections.ConfigDict, test_data: Any, process_index:
   elif data.name == 'arc_agi':
     if catalog is None:
       raise ValueError('build_eval: ARC evaluation needs the catalogue of every task.')
-    source = puzzle_sources.ArcEvalSource(test_data, catalog, max_examples)
+    source = puzzle_sources.ArcEvalSource(test_data, catalog, max_examples,
+                                          int(config.eval.get('arc_versions', 0)))
     num_identifiers = catalog.num_identifiers
     arc_spec = source.spec()
   else:

@@ -242,13 +242,16 @@ class ArcEvalSpec:
 
   Attributes:
     task_ids: Kaggle task id of each evaluation task (task_index order).
-    versions: per task, its versions (version_index order; the identity first).
+    versions: per task, its evaluated versions (version_index order; the identity first).
     solutions: per task, the solution grid of each test input (test_index order), or
       None when the solutions are unknown (then only the submission is produced).
+    max_versions: the protocol: the first max_versions kept versions of each task are
+      evaluated (0: every kept version, the reference).
   """
   task_ids: tuple[str, ...]
   versions: tuple[tuple[augmentation.ArcVersion, ...], ...]
   solutions: tuple[tuple[np.ndarray, ...], ...] | None
+  max_versions: int = 0
 
   @property
   def num_tests(self) -> tuple[int, ...]:
@@ -282,19 +285,26 @@ class GridEvalSource:
 
 
 class ArcEvalSource:
-  """ARC test split expanded over every kept version of each evaluation task.
+  """ARC test split expanded over the kept versions of each evaluation task.
 
-  Row order: task (sorted), version, test input. Every row is encoded at offset 0 with
-  its version's identifier and carries `task_index`, `version_index`, `test_index`.
+  Row order: task (sorted), version, test input. `max_versions` > 0 keeps the first
+  max_versions versions of each task (version 0, the identity, always among them; a task
+  with fewer keeps all); `max_examples` > 0 then keeps a prefix of those rows. Every row
+  is encoded at offset 0 with its version's identifier and carries `task_index`,
+  `version_index`, `test_index`.
   """
 
-  def __init__(self, tasks: Sequence[ArcTaskLike], catalog: ArcCatalog, max_examples: int = 0):
+  def __init__(self, tasks: Sequence[ArcTaskLike], catalog: ArcCatalog, max_examples: int = 0,
+               max_versions: int = 0):
     self.tasks = list(tasks)
     self.catalog = catalog
     self.catalog_index = np.array([catalog.index(task_key(t)) for t in self.tasks], np.int64)
+    if max_versions < 0:
+      raise ValueError(f'ArcEvalSource: max_versions must be >= 0, got {max_versions}.')
+    self.max_versions = int(max_versions)
     task, version, test = [], [], []
     for t, task_obj in enumerate(self.tasks):
-      n_versions = len(catalog.versions[self.catalog_index[t]])
+      n_versions = len(self._versions(t))
       n_tests = len(task_obj.pairs)
       task.append(np.full(n_versions * n_tests, t))
       version.append(np.repeat(np.arange(n_versions), n_tests))
@@ -309,13 +319,19 @@ class ArcEvalSource:
     self.num_examples = len(self.task_index)
     self.seq_len = arc_encoding.SEQ_LEN
 
+  def _versions(self, t: int) -> tuple[augmentation.ArcVersion, ...]:
+    """The evaluated versions of task t: its kept ones, the first max_versions when > 0."""
+    kept = self.catalog.versions[self.catalog_index[t]]
+    return kept[:self.max_versions] if self.max_versions > 0 else kept
+
   def spec(self) -> ArcEvalSpec:
     """What the ARC evaluator needs to map rows back to tasks and undo versions."""
     return ArcEvalSpec(
         task_ids=tuple(t.task_id for t in self.tasks),
-        versions=tuple(self.catalog.versions[i] for i in self.catalog_index),
+        versions=tuple(self._versions(t) for t in range(len(self.tasks))),
         solutions=tuple(tuple(np.asarray(o, np.uint8) for _, o in t.pairs)
-                        for t in self.tasks))
+                        for t in self.tasks),
+        max_versions=self.max_versions)
 
   def materialize(self, rows: np.ndarray) -> Batch:
     n = len(rows)
