@@ -250,3 +250,8 @@ def test_timings_record_the_accelerators_peak_memory(tmp_path, monkeypatch):
   assert (row['checkpoint_save_s'], row['checkpoint_save_s_count'],
           row['checkpoint_save_s_max']) == (2.0, 2, 1.5)
   assert row['start_step'] == 0 and row['end_step'] == 2 and row['total_s'] >= 0
+  # The host's peak resident set at the end of the marked stage: this process holds at
+  # least the test's own arrays, and at most the machine's memory.
+  assert list(row['host_peak_gb']) == ['load_data_s']
+  assert 0.01 < row['host_peak_gb']['load_data_s'] < os.sysconf('SC_PHYS_PAGES') * os.sysconf(
+      'SC_PAGE_SIZE') / 1e9

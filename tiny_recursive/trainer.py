@@ -12,6 +12,7 @@ rows past its restored step before logging them again.
 import dataclasses
 import functools
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -41,19 +42,35 @@ ProgressFn = Callable[[int, int, dict[str, float]], None]
 NotifyFn = Callable[[str], None]
 
 
+def _peak_host_memory_gb() -> float | None:
+  """This process's peak resident set so far, in GB (None where the OS does not say)."""
+  try:
+    import resource  # pylint: disable=import-outside-toplevel  # Unix only.
+  except ImportError:
+    return None
+  peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  return round(peak * (1 if sys.platform == 'darwin' else 1024) / 1e9, 2)  # macOS: bytes.
+
+
 class _Timings:
   """Wall time of this process's stages, appended to the workdir's timings.jsonl when the
-  process's training ends (how start-up, compilation and checkpoints scale with a run)."""
+  process's training ends (how start-up, compilation and checkpoints scale with a run), with
+  the host's peak resident set at the end of each stage (`host_peak_gb`: the peak so far, so
+  the stage where it rises is the one that needed the memory)."""
 
   def __init__(self):
     self._start = self._last = time.perf_counter()
     self.values: dict[str, float] = {}
+    self.host_peak_gb: dict[str, float] = {}
 
   def mark(self, name: str) -> None:
     """Records the seconds since the previous mark as `name`."""
     now = time.perf_counter()
     self.values[name] = round(now - self._last, 3)
     self._last = now
+    peak = _peak_host_memory_gb()
+    if peak is not None:
+      self.host_peak_gb[name] = peak
 
   def add(self, name: str, seconds: float) -> None:
     """Adds to a running total `name` and counts it in `name`_count."""
@@ -63,6 +80,8 @@ class _Timings:
 
   def write(self, workdir: str, **fields: Any) -> None:
     row = dict(fields, **self.values, total_s=round(time.perf_counter() - self._start, 3))
+    if self.host_peak_gb:
+      row['host_peak_gb'] = self.host_peak_gb
     peak = sharding.peak_device_memory_gb()
     if peak is not None:  # Accelerators only.
       row['peak_device_memory_gb'] = peak
