@@ -162,11 +162,21 @@ def _lower(jitted: Any, *args: Any, platform: str | None = None) -> str:
   return jitted.trace(*args).lower(lowering_platforms=(platform,)).as_text()
 
 
-def lower_training(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
-                   num_puzzle_identifiers: int, steps: int,
-                   platform: str | None = None) -> list[str]:
-  """StableHLO text of the state initialisation and of the train step, jitted as the trainer
-  jits them (modules jit_create_train_state and jit_train_step)."""
+@dataclasses.dataclass(frozen=True)
+class AbstractTraining:
+  """The trainer's jitted state initialisation and train step with abstract inputs."""
+  model: model_lib.RecursiveModel
+  init: Any  # jitted: key -> state
+  step: Any  # jitted: (state, batch) -> (state, metrics)
+  key: jax.ShapeDtypeStruct
+  state: Any  # ShapeDtypeStructs with the state's shardings
+  batch: dict[str, jax.ShapeDtypeStruct]
+
+
+def abstract_training(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                      num_puzzle_identifiers: int, steps: int) -> AbstractTraining:
+  """The functions training jits, jitted as the trainer jits them, and abstract inputs of
+  the run's shapes, dtypes and shardings (nothing is allocated)."""
   model = model_lib.build_model(config.model, seq_len=config.data.seq_len,
                                 vocab_size=config.data.vocab_size,
                                 num_puzzle_identifiers=num_puzzle_identifiers)
@@ -176,10 +186,20 @@ def lower_training(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
   key = jax.eval_shape(jax.random.key, config.seed)
   state = jax.eval_shape(init, key)
   state_sharding = train.state_shardings(state, mesh)
-  state = _with_shardings(state, state_sharding)
-  step = train.jit_train_step(model, tx, schedules, config, mesh, state_sharding)
-  return [_lower(jax.jit(init, out_shardings=state_sharding), key, platform=platform),
-          _lower(step, state, abstract_batch(config, mesh), platform=platform)]
+  return AbstractTraining(
+      model=model, init=jax.jit(init, out_shardings=state_sharding),
+      step=train.jit_train_step(model, tx, schedules, config, mesh, state_sharding), key=key,
+      state=_with_shardings(state, state_sharding), batch=abstract_batch(config, mesh))
+
+
+def lower_training(config: ml_collections.ConfigDict, mesh: jax.sharding.Mesh,
+                   num_puzzle_identifiers: int, steps: int,
+                   platform: str | None = None) -> list[str]:
+  """StableHLO text of the state initialisation and of the train step, jitted as the trainer
+  jits them (modules jit_create_train_state and jit_train_step)."""
+  run = abstract_training(config, mesh, num_puzzle_identifiers, steps)
+  return [_lower(run.init, run.key, platform=platform),
+          _lower(run.step, run.state, run.batch, platform=platform)]
 
 
 # --- Hashing StableHLO -------------------------------------------------------------------

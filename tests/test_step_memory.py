@@ -8,37 +8,20 @@ call at batch 1; XLA:CPU's default schedule, which runs independent operations
 concurrently, 4.4. Compiled only: nothing is allocated or run.
 """
 
-import functools
-
 import jax
-import jax.numpy as jnp
 import pytest
 
 from experiments import config_loading
-from tiny_recursive import model as model_lib
-from tiny_recursive import sharding
-from tiny_recursive import train
+from experiments import program_fingerprint
 
 SCORES_PER_DIFFERENTIATED_CALL = 3.5
 
 
 def _compiled_train_step(config, num_puzzle_identifiers: int):
   """The trainer's train step of `config` on one device, compiled for abstract inputs."""
-  model = model_lib.build_model(config.model, seq_len=config.data.seq_len,
-                                vocab_size=config.data.vocab_size,
-                                num_puzzle_identifiers=num_puzzle_identifiers)
-  mesh = sharding.create_mesh(jax.devices()[:1])
-  schedules = train.make_schedules(config, 10)
-  tx = train.make_optimizer(config, schedules)
-  init = functools.partial(train.create_train_state, model, tx, config)
-  state = jax.eval_shape(init, jax.random.key(0))
-  step = train.jit_train_step(model, tx, schedules, config, mesh,
-                              train.state_shardings(state, mesh))
-  rows, seq_len = config.train.global_batch_size, config.data.seq_len
-  batch = {'inputs': jax.ShapeDtypeStruct((rows, seq_len), jnp.int32),
-           'labels': jax.ShapeDtypeStruct((rows, seq_len), jnp.int32),
-           'puzzle_identifiers': jax.ShapeDtypeStruct((rows,), jnp.int32)}
-  return model, step.lower(state, batch).compile()
+  run = program_fingerprint.abstract_training(config, program_fingerprint.make_mesh(1),
+                                              num_puzzle_identifiers, steps=10)
+  return run.model, run.step.lower(run.state, run.batch).compile()
 
 
 def test_arc_train_step_temporaries_on_cpu_stay_under_a_bound_from_the_attention_sizes():
