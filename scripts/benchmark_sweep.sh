@@ -11,6 +11,7 @@ set -uo pipefail
 dir="${OUT:-/tmp}"
 out="$dir/benchmark_sweep.jsonl"
 log="$dir/benchmark_sweep.log"
+mkdir -p "$dir"
 : > "$out"
 for variant in "$@"; do
   read -r -a words <<< "$variant"

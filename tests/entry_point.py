@@ -1,8 +1,8 @@
-"""Runs of the real entry point (`python -m experiments.main`) for the subprocess tests.
+"""Runs of the real entry points (`python -m experiments.NAME`) for the subprocess tests.
 
-Every run uses the `tiny` config on the committed Sudoku sample; a compilation cache shared
-by the session (the `shared_dirs` fixture of conftest.py) lets the runs after the first reuse
-the compiled steps.
+`run_module` runs any entry point on CPU. The `main` runs use the `tiny` config on the
+committed Sudoku sample; a compilation cache shared by the session (the `shared_dirs`
+fixture of conftest.py) lets the runs after the first reuse the compiled steps.
 """
 
 import json
@@ -23,6 +23,15 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 TIMING_KEYS = ('step_time_ms', 'eval_time_s')
 RUN_TIMEOUT_S = 240
 MAX_STEPS = 12
+
+
+def run_module(*args: str, env: dict[str, str] | None = None,
+               timeout: float = 120) -> subprocess.CompletedProcess:
+  """`python -m ARGS` from the repository root on CPU, output captured; never raises on a
+  failed command (callers assert on `returncode` and `stderr`)."""
+  return subprocess.run([sys.executable, '-m', *args], cwd=REPO_ROOT, capture_output=True,
+                        text=True, timeout=timeout, check=False,
+                        env=dict(os.environ, JAX_PLATFORMS='cpu', **(env or {})))
 
 
 def main_command(workdir: str, data_dir: str, *overrides: str) -> list[str]:

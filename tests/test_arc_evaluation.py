@@ -2,17 +2,15 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from tests import entry_point
 from tiny_recursive import arc_evaluation
 from tiny_recursive.data import arc_encoding
 from tiny_recursive.data import augmentation
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _ROT90 = augmentation.ArcVersion(dihedral=1, colour_map=(0, 2, 1, 3, 4, 5, 6, 7, 8, 9))
 _IDENTITY = augmentation.IDENTITY_ARC_VERSION
 
@@ -106,9 +104,9 @@ def test_submission_round_trip_through_scorer(tmp_path):
   scored = arc_evaluation.score_submission(sub_path, sol_path)
   assert scored['score'] == pytest.approx(acc.result()['pass@2'])
   assert scored['per_task'] == {'a': 1.0, 'b': 0.0}
-  out = subprocess.run([sys.executable, '-m', 'experiments.score_arc',
-                        f'--submission={sub_path}', f'--solutions={sol_path}'],
-                       cwd=_ROOT, capture_output=True, text=True, check=True)
+  out = entry_point.run_module('experiments.score_arc', f'--submission={sub_path}',
+                               f'--solutions={sol_path}')
+  assert out.returncode == 0, out.stderr[-2000:]
   assert 'score (pass@2, mean over tasks): 0.5000' in out.stdout
 
 

@@ -7,23 +7,16 @@ compiled. Path flags accept relative paths, and the answer is all a run prints b
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
 from experiments import cli
 from tests import test_solve
+from tests.entry_point import run_module
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE_CSV = os.path.join(REPO_ROOT, 'datasets', 'sudoku_extreme', 'sample', 'train.csv')
-
-
-def run_module(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-  """`python -m ARGS` from the repository root on CPU."""
-  return subprocess.run([sys.executable, '-m', *args], cwd=REPO_ROOT, capture_output=True,
-                        text=True, timeout=120, check=False,
-                        env=dict(os.environ, JAX_PLATFORMS='cpu', **(env or {})))
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, *expected: str) -> None:

@@ -1,8 +1,6 @@
 """Tests of experiments.predict: input validation, batching, outputs against the NumPy reference."""
 
 import os
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -11,12 +9,12 @@ import pytest
 from experiments import import_torch
 from experiments import predict
 from experiments.configs import tiny
+from tests import entry_point
 from tests import numpy_reference as ref
 from tiny_recursive import model as model_lib
 from tiny_recursive import torch_import
 
 SEQ_LEN, VOCAB, NUM_IDS = 81, 11, 4
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def tiny_config():
@@ -139,22 +137,16 @@ def test_command_lines(tmp_path):
   config, checkpoint, weights = write_reference_checkpoint(tmp_path)
   ref_config = ref.config_from_model_config(config.model, seq_len=SEQ_LEN, vocab_size=VOCAB)
   arrays = write_inputs(tmp_path / 'in.npz', num_examples=3)
-  env = dict(os.environ, JAX_PLATFORMS='cpu')
-
-  def run(*args):
-    return subprocess.run([sys.executable, '-m', *args], cwd=REPO_ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
-
   export = str(tmp_path / 'export')
-  result = run('experiments.import_torch', f'--torch_checkpoint={checkpoint}', '--config=tiny',
+  result = entry_point.run_module('experiments.import_torch', f'--torch_checkpoint={checkpoint}', '--config=tiny',
                f'--output={export}')
   assert result.returncode == 0, result.stderr[-3000:]
-  result = run('experiments.import_torch', f'--torch_checkpoint={checkpoint}', '--config=tiny',
+  result = entry_point.run_module('experiments.import_torch', f'--torch_checkpoint={checkpoint}', '--config=tiny',
                f'--output={export}')
   assert result.returncode != 0 and '--overwrite' in result.stderr
 
   output = str(tmp_path / 'pred.npz')
-  result = run('experiments.predict', '--config=tiny', f'--checkpoint={export}',
+  result = entry_point.run_module('experiments.predict', '--config=tiny', f'--checkpoint={export}',
                f'--inputs={tmp_path / "in.npz"}', f'--output={output}', '--steps=2',
                '--batch_size=2', '--config.eval.global_batch_size=7')
   assert result.returncode == 0, result.stderr[-3000:]

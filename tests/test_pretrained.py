@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -11,6 +9,7 @@ import pytest
 from datasets.sudoku_extreme import solver as sudoku_solver
 from experiments import config_loading
 from experiments import solve
+from tests import entry_point
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PRETRAINED = os.path.join(REPO_ROOT, 'pretrained', 'sudoku_extreme_mlp')
@@ -56,10 +55,9 @@ def test_predict_cli_loads_it(tmp_path):
   np.savez(inputs, inputs=solve.parse_sudoku(HARD_PUZZLE)[None],
            puzzle_identifiers=np.zeros(1, np.int32))
   output = tmp_path / 'out.npz'
-  command = [sys.executable, '-m', 'experiments.predict', '--config=sudoku_extreme_mlp',
-             f'--checkpoint={PRETRAINED}', f'--inputs={inputs}', f'--output={output}']
-  process = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
-                           env=dict(os.environ, JAX_PLATFORMS='cpu'), check=False)
+  process = entry_point.run_module('experiments.predict', '--config=sudoku_extreme_mlp',
+                                   f'--checkpoint={PRETRAINED}', f'--inputs={inputs}',
+                                   f'--output={output}', timeout=300)
   assert process.returncode == 0, process.stderr[-2000:]
   with np.load(output) as outputs:
     np.testing.assert_array_equal(outputs['preds'][0] - 1, _unique_solution(HARD_PUZZLE))

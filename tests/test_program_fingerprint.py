@@ -197,7 +197,7 @@ def test_unknown_data_numbers_ask_for_the_flags():
 
 
 def run_tool(*args: str) -> subprocess.CompletedProcess:
-  return test_cli.run_module('experiments.program_fingerprint', *args)
+  return entry_point.run_module('experiments.program_fingerprint', *args)
 
 
 def lines_of(result: subprocess.CompletedProcess) -> list[dict]:

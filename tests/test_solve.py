@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +13,7 @@ import pytest
 from experiments import solve
 from experiments.configs import tiny
 from tests import conftest
+from tests import entry_point
 from tiny_recursive import act
 from tiny_recursive import arc_evaluation
 from tiny_recursive import checkpointing
@@ -23,7 +22,6 @@ from tiny_recursive.data import arc_encoding
 from tiny_recursive.data import puzzle_sources
 from tiny_recursive.data import sources
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A Sudoku-Extreme-style puzzle and its solution.
 PUZZLE = ('53..7....6..195....98....6.8...6...34..8.3..17...2...6'
           '.6....28....419..5....8..79')
@@ -336,10 +334,9 @@ def test_arc_catalog_mismatch_falls_back_to_blank_identifier(tmp_path):
 def test_cli_sudoku(sudoku_export, tmp_path):
   _, directory, model, variables, table = sudoku_export
   out_dir = tmp_path / 'cli'
-  command = [sys.executable, '-m', 'experiments.solve', '--config=tiny',
-             f'--checkpoint={directory}', f'--sudoku={PUZZLE}', f'--output_dir={out_dir}']
-  process = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120,
-                           env=dict(os.environ, JAX_PLATFORMS='cpu'), check=False)
+  command = ['experiments.solve', '--config=tiny', f'--checkpoint={directory}',
+             f'--sudoku={PUZZLE}', f'--output_dir={out_dir}']
+  process = entry_point.run_module(*command)
   assert process.returncode == 0, process.stderr[-2000:]
   expected = reference_run(model, variables, table, solve.parse_sudoku(PUZZLE)[None],
                            np.zeros(1, np.int32), 3)
@@ -347,9 +344,7 @@ def test_cli_sudoku(sudoku_export, tmp_path):
   assert 'valid: ' in process.stdout and 'halting step: ' in process.stdout
   assert gif_frames(out_dir / solve.GIF_NAME) == 3
   assert (out_dir / solve.PNG_NAME).is_file()
-  bad = subprocess.run(command[:-2] + ['--sudoku=12x'], cwd=REPO_ROOT, capture_output=True,
-                       text=True, timeout=120, env=dict(os.environ, JAX_PLATFORMS='cpu'),
-                       check=False)
+  bad = entry_point.run_module(*command[:-2], '--sudoku=12x')
   assert bad.returncode != 0 and 'expected 81 characters' in bad.stderr
 
 
