@@ -38,6 +38,7 @@ def test_tiny_config_is_valid():
     ('model.fused_sequence_mlp', True,
      r"config\.model\.fused_sequence_mlp: needs model\.activation_layout = 'sequence_major'"),
     ('model.halt_max_steps', 0, r'config\.model\.halt_max_steps: must be at least 1'),
+    ('model.cudnn_seq_multiple', 0, r'config\.model\.cudnn_seq_multiple: must be at least 1'),
     ('train.global_batch_size', 0, r'config\.train\.global_batch_size: must be a positive'),
     ('train.lr', -1e-3, r'config\.train\.lr: must be >= 0'),
     ('train.beta2', 1.0, r'config\.train\.beta2: must be in \[0, 1\)'),

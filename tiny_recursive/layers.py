@@ -210,6 +210,7 @@ class Attention(nn.Module):
   num_heads: int
   dtype: Any = jnp.bfloat16
   implementation: str = 'auto'  # 'auto' | 'xla' | 'cudnn'
+  cudnn_seq_multiple: int = 64  # See `_cudnn_attention`.
 
   @nn.compact
   def __call__(self, x: Array, rope: tuple[Array, Array] | None) -> Array:
@@ -225,7 +226,7 @@ class Attention(nn.Module):
     if implementation == 'xla':
       out = _xla_attention(query, key, value)
     elif implementation == 'cudnn':
-      out = _cudnn_attention(query, key, value)
+      out = _cudnn_attention(query, key, value, self.cudnn_seq_multiple)
     else:
       raise ValueError(f"model.attention_impl: expected 'auto', 'xla' or 'cudnn', got "
                        f'{implementation!r}.')
@@ -242,13 +243,19 @@ def _xla_attention(query: Array, key: Array, value: Array) -> Array:
 
 
 def _cudnn_attention(query: Array, key: Array, value: Array, multiple: int = 64) -> Array:
-  """cuDNN fused (flash) attention. cuDNN rejects some sequence lengths (97 for Sudoku), so
-  the sequence is padded to a multiple of `multiple` with the padded keys masked out."""
+  """cuDNN fused (flash) attention on the sequence zero-padded to a multiple of `multiple`,
+  the padded keys masked out by sequence lengths and the padded queries cut off.
+
+  64 (the default) avoids the lengths cuDNN rejected when this was written (97 for Sudoku);
+  1 runs cuDNN on the true length, where the installed cuDNN accepts it, without the padding
+  copies and without a mask (`model.cudnn_seq_multiple`).
+  """
   seq = query.shape[1]
   padded = find_multiple(seq, multiple)
-  if padded != seq:
-    pad = ((0, 0), (0, padded - seq), (0, 0), (0, 0))
-    query, key, value = (jnp.pad(t, pad) for t in (query, key, value))
+  if padded == seq:
+    return jax.nn.dot_product_attention(query, key, value, implementation='cudnn')
+  pad = ((0, 0), (0, padded - seq), (0, 0), (0, 0))
+  query, key, value = (jnp.pad(t, pad) for t in (query, key, value))
   lengths = jnp.full((query.shape[0],), seq, jnp.int32)
   out = jax.nn.dot_product_attention(query, key, value, query_seq_lengths=lengths,
                                      key_value_seq_lengths=lengths, implementation='cudnn')
@@ -277,6 +284,7 @@ class Block(nn.Module):
   attention_impl: str = 'auto'
   sequence_major: bool = False
   fused_sequence_mlp: bool = False
+  cudnn_seq_multiple: int = 64
 
   @nn.compact
   def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
@@ -298,7 +306,7 @@ class Block(nn.Module):
       h = jnp.swapaxes(t[..., :self.seq_len], 1, 2)
     elif self.mixer == 'attention':
       attention = Attention(self.hidden_size, self.num_heads, self.dtype, self.attention_impl,
-                            name='attention')
+                            self.cudnn_seq_multiple, name='attention')
       h = norm(h + attention(h, rope))
     else:
       raise ValueError(f"model.mixer: expected 'attention' or 'mlp', got {self.mixer!r}.")
@@ -318,6 +326,7 @@ class Network(nn.Module):
   attention_impl: str = 'auto'
   sequence_major: bool = False  # h laid out [seq, batch, hidden] (see Block).
   fused_sequence_mlp: bool = False
+  cudnn_seq_multiple: int = 64
 
   @nn.compact
   def __call__(self, h: Array, injection: Array | None,
@@ -327,5 +336,5 @@ class Network(nn.Module):
     for i in range(self.num_layers):
       h = Block(self.hidden_size, self.num_heads, self.expansion, self.mixer, self.seq_len,
                 self.rms_norm_eps, self.dtype, self.attention_impl, self.sequence_major,
-                self.fused_sequence_mlp, name=f'block_{i}')(h, rope)
+                self.fused_sequence_mlp, self.cudnn_seq_multiple, name=f'block_{i}')(h, rope)
     return h

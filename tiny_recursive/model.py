@@ -95,6 +95,7 @@ class ModelConfig:
   # stored without them still read back (`from_dict`).
   activation_layout: str = 'batch_major'
   fused_sequence_mlp: bool = False
+  cudnn_seq_multiple: int = 64
 
   def __post_init__(self):
     """Raises ValueError naming the `model.` key of the first invalid value."""
@@ -117,6 +118,8 @@ class ModelConfig:
          f"'sequence_major' needs model.mixer = 'mlp' (got {self.mixer!r})."),
         (not self.fused_sequence_mlp or self.activation_layout == 'sequence_major',
          'fused_sequence_mlp', "needs model.activation_layout = 'sequence_major'."),
+        (self.cudnn_seq_multiple >= 1, 'cudnn_seq_multiple',
+         f'must be at least 1, got {self.cudnn_seq_multiple}.'),
         (self.hidden_size % self.num_heads == 0, 'hidden_size',
          f'({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads}).'),
         (self.h_cycles >= 1 and self.l_cycles >= 1, 'h_cycles',
@@ -219,7 +222,7 @@ class RecursiveModel:
     c = self.config
     return layers.Network(num_layers, c.hidden_size, c.num_heads, c.expansion, c.mixer,
                           self.total_len, c.rms_norm_eps, self.dtype, c.attention_impl,
-                          sequence_major, fused)
+                          sequence_major, fused, c.cudnn_seq_multiple)
 
   @property
   def network_names(self) -> tuple[str, ...]:
