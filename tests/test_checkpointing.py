@@ -227,7 +227,7 @@ def test_save_model_load_model_round_trip(tmp_path):
 
 
 @pytest.mark.parametrize('with_ema', [True, False])
-def test_load_model_from_training_checkpoint(tmp_path, with_ema):
+def test_load_model_from_training_checkpoint(tmp_path, with_ema, caplog):
   config = {'hidden_size': 3}
   with checkpointing.Checkpointer(tmp_path, save_interval_steps=1,
                                   model_config=config) as ckpt:
@@ -248,6 +248,8 @@ def test_load_model_from_training_checkpoint(tmp_path, with_ema):
   _assert_trees_equal(
       params, _train_state(1.0, with_ema)['ema_params' if with_ema else
                                           'params'])
+  # No warning about the step metadata that lives beside the item, not in it.
+  assert not [r for r in caplog.records if 'Metadata file' in r.getMessage()]
 
 
 def test_load_model_rejects_unknown_directory(tmp_path):

@@ -17,6 +17,7 @@ The train state pytree has the keys `params`, `ema_params` (or None), `constants
 
 import hashlib
 import json
+import logging as std_logging
 import os
 import signal
 import threading
@@ -531,10 +532,27 @@ def _latest_committed_step_directory(checkpoints: epath.Path) -> epath.Path:
   return max(steps, key=lambda p: int(p.name))
 
 
+class _WithoutMissingStepMetadata(std_logging.Filter):
+  """Drops Orbax's warning that an item directory has no step metadata file: the item of a
+  training step (`state/`) is read on its own here, and that file lives one level up."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not record.getMessage().startswith('Metadata file does not exist')
+
+
 def _restore_here(path: epath.Path) -> PyTree:
   """Restores an Orbax pytree onto this process's first device, whatever device layout
   wrote it (a checkpoint saved on two GPUs loads on one CPU)."""
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  quiet = _WithoutMissingStepMetadata()
+  logging.get_absl_logger().addFilter(quiet)
+  try:
+    return _restore_on(path, device)
+  finally:
+    logging.get_absl_logger().removeFilter(quiet)
+
+
+def _restore_on(path: epath.Path, device: jax.sharding.Sharding) -> PyTree:
   with ocp.StandardCheckpointer() as checkpointer:
     metadata = checkpointer.metadata(path)
     tree = getattr(metadata, 'item_metadata', metadata)
