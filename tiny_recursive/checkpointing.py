@@ -15,6 +15,7 @@ The train state pytree has the keys `params`, `ema_params` (or None), `constants
 `params`, `ema_params`, `constants` and `puzzle_table`, and only in `load_model`.
 """
 
+import contextlib
 import hashlib
 import json
 import logging as std_logging
@@ -23,7 +24,7 @@ import signal
 import threading
 import time
 import uuid
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from absl import logging
 from etils import epath
@@ -540,20 +541,21 @@ class _WithoutMissingStepMetadata(std_logging.Filter):
     return not record.getMessage().startswith('Metadata file does not exist')
 
 
-def _restore_here(path: epath.Path) -> PyTree:
-  """Restores an Orbax pytree onto this process's first device, whatever device layout
-  wrote it (a checkpoint saved on two GPUs loads on one CPU)."""
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+@contextlib.contextmanager
+def _without_missing_step_metadata_warning() -> Iterator[None]:
   quiet = _WithoutMissingStepMetadata()
   logging.get_absl_logger().addFilter(quiet)
   try:
-    return _restore_on(path, device)
+    yield
   finally:
     logging.get_absl_logger().removeFilter(quiet)
 
 
-def _restore_on(path: epath.Path, device: jax.sharding.Sharding) -> PyTree:
-  with ocp.StandardCheckpointer() as checkpointer:
+def _restore_here(path: epath.Path) -> PyTree:
+  """Restores an Orbax pytree onto this process's first device, whatever device layout
+  wrote it (a checkpoint saved on two GPUs loads on one CPU)."""
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  with _without_missing_step_metadata_warning(), ocp.StandardCheckpointer() as checkpointer:
     metadata = checkpointer.metadata(path)
     tree = getattr(metadata, 'item_metadata', metadata)
     target = jax.tree_util.tree_map(
