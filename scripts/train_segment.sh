@@ -12,15 +12,17 @@ fi
 seconds=$1
 workdir=$2
 shift 2
-first_step=$(python3 -c 'import sys
-from tiny_recursive import metrics_logging
-print(max((row["step"] for row in metrics_logging.read_metrics(sys.argv[1])), default=0))' "$workdir")
+# The step this segment resumes from: the latest committed checkpoint (Orbax renames a step
+# directory to its bare number last), 0 for a new run.
+first_step=$(find "$workdir/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' \
+  -printf '%f\n' 2>/dev/null | sort -n | tail -n 1 || true)
+first_step=${first_step:-0}
 start=$(date +%s)
 status=0
 timeout --preserve-status --signal=TERM --kill-after=120 "$seconds" \
   python3 -m experiments.main --workdir="$workdir" "$@" || status=$?
 echo "segment: exit $status, $(( $(date +%s) - start )) s wall, from step $first_step;" \
-  "checkpoints: $(find "$workdir/checkpoints" -mindepth 1 -maxdepth 1 -name '[0-9]*' -printf '%f ' 2>/dev/null)"
+  "checkpoints: $(find "$workdir/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -printf '%f\n' 2>/dev/null | sort -n | tr '\n' ' ')"
 python3 -m experiments.summarize_run --workdir="$workdir" --since_step="$first_step"
 if [[ -n "${OUT:-}" ]]; then
   cp "$workdir/metrics.jsonl" "$OUT/metrics.jsonl"
