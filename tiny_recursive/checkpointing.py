@@ -18,7 +18,6 @@ The train state pytree has the keys `params`, `ema_params` (or None), `constants
 import contextlib
 import hashlib
 import json
-import logging as std_logging
 import os
 import signal
 import threading
@@ -533,22 +532,17 @@ def _latest_committed_step_directory(checkpoints: epath.Path) -> epath.Path:
   return max(steps, key=lambda p: int(p.name))
 
 
-class _WithoutMissingStepMetadata(std_logging.Filter):
-  """Drops Orbax's warning that an item directory has no step metadata file: the item of a
-  training step (`state/`) is read on its own here, and that file lives one level up."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return not record.getMessage().startswith('Metadata file does not exist')
-
-
 @contextlib.contextmanager
 def _without_missing_step_metadata_warning() -> Iterator[None]:
-  quiet = _WithoutMissingStepMetadata()
-  logging.get_absl_logger().addFilter(quiet)
+  """Drops Orbax's warning that an item directory has no step metadata file: the item of a
+  training step (`state/`) is read on its own here, and that file lives one level up."""
+  keep = lambda record: not record.getMessage().startswith('Metadata file does not exist')
+  logger = logging.get_absl_logger()
+  logger.addFilter(keep)
   try:
     yield
   finally:
-    logging.get_absl_logger().removeFilter(quiet)
+    logger.removeFilter(keep)
 
 
 def _restore_here(path: epath.Path) -> PyTree:
