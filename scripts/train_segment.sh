@@ -12,17 +12,21 @@ fi
 seconds=$1
 workdir=$2
 shift 2
-# The step this segment resumes from: the latest committed checkpoint (Orbax renames a step
-# directory to its bare number last), 0 for a new run.
-first_step=$(find "$workdir/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' \
-  -printf '%f\n' 2>/dev/null | sort -n | tail -n 1 || true)
+# Steps with a committed checkpoint, ascending (Orbax renames a step directory to its bare
+# number last); nothing for a new run.
+committed_steps() {
+  find "$workdir/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' \
+    -printf '%f\n' 2>/dev/null | sort -n || true
+}
+# The step this segment resumes from.
+first_step=$(committed_steps | tail -n 1)
 first_step=${first_step:-0}
 start=$(date +%s)
 status=0
 timeout --preserve-status --signal=TERM --kill-after=120 "$seconds" \
   python3 -m experiments.main --workdir="$workdir" "$@" || status=$?
 echo "segment: exit $status, $(( $(date +%s) - start )) s wall, from step $first_step;" \
-  "checkpoints: $(find "$workdir/checkpoints" -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -printf '%f\n' 2>/dev/null | sort -n | tr '\n' ' ')"
+  "checkpoints: $(committed_steps | tr '\n' ' ')"
 python3 -m experiments.summarize_run --workdir="$workdir" --since_step="$first_step"
 if [[ -n "${OUT:-}" ]]; then
   cp "$workdir/metrics.jsonl" "$OUT/metrics.jsonl"
