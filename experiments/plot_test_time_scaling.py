@@ -4,8 +4,9 @@ r"""Plots exact accuracy against test-time compute from `experiments.evaluate` J
       --output=test_time_scaling.png [--title=...]
 
 Test-time compute is supervision steps x trajectories per puzzle (each trajectory runs every
-step). One line per (trajectories, noise) setting over the steps; the x axis is logarithmic
-(base 2). Also prints the results as a table (scripts/test_time_scaling.sh shows it).
+step). One line per (trajectories, noise) setting over the steps, and per number of puzzles
+evaluated when the rows differ in it (a setting measured on a prefix of the test split is a
+line of its own, labelled with its count); the x axis is logarithmic (base 2). Also prints the results as a table (scripts/test_time_scaling.sh shows it).
 """
 
 import os
@@ -34,11 +35,17 @@ def read_results(path: str) -> list[dict[str, Any]]:
   return rows
 
 
-def series(rows: list[dict[str, Any]]) -> dict[tuple[int, float], list[tuple[int, float]]]:
-  """{(trajectories, noise): [(compute, exact accuracy), ...] sorted by compute}."""
-  out: dict[tuple[int, float], list[tuple[int, float]]] = {}
+def puzzle_count(row: dict[str, Any]) -> int:
+  """Puzzles a row was measured on (`count`; 0 where the row does not say)."""
+  return int(row.get('count', 0))
+
+
+def series(rows: list[dict[str, Any]]
+           ) -> dict[tuple[int, float, int], list[tuple[int, float]]]:
+  """{(trajectories, noise, puzzles): [(compute, exact accuracy), ...] sorted by compute}."""
+  out: dict[tuple[int, float, int], list[tuple[int, float]]] = {}
   for row in rows:
-    key = (int(row['num_trajectories']), float(row['trajectory_noise']))
+    key = (int(row['num_trajectories']), float(row['trajectory_noise']), puzzle_count(row))
     out.setdefault(key, []).append((int(row['test_time_compute']),
                                     float(row['exact_accuracy'])))
   return {key: sorted(points) for key, points in sorted(out.items())}
@@ -46,12 +53,14 @@ def series(rows: list[dict[str, Any]]) -> dict[tuple[int, float], list[tuple[int
 
 def table(rows: list[dict[str, Any]]) -> str:
   """A Markdown table of the results, by setting then steps."""
-  lines = ['| steps | trajectories | noise | compute | exact | adaptive exact | '
+  lines = ['| steps | trajectories | noise | puzzles | compute | exact | adaptive exact | '
            'any trajectory exact | eval s |',
-           '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
-  order = lambda r: (r['num_trajectories'], r['trajectory_noise'], r['num_steps'])
+           '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |']
+  order = lambda r: (r['num_trajectories'], r['trajectory_noise'], puzzle_count(r),
+                     r['num_steps'])
   for r in sorted(rows, key=order):
     cells = [str(r['num_steps']), str(r['num_trajectories']), f"{r['trajectory_noise']:g}",
+             f'{puzzle_count(r):,}' if 'count' in r else '-',
              str(r['test_time_compute']), f"{r['exact_accuracy']:.4f}"]
     for key, digits in (('adaptive_exact_accuracy', 4), ('any_trajectory_exact_accuracy', 4),
                         ('eval_time_s', 1)):
@@ -67,9 +76,12 @@ def plot(rows: list[dict[str, Any]], output: str, title: str = '') -> None:
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
   figure, axis = plt.subplots(figsize=(6.5, 4.2))
-  for (trajectories, noise), points in series(rows).items():
+  several_counts = len({puzzle_count(row) for row in rows}) > 1
+  for (trajectories, noise, count), points in series(rows).items():
     label = ('1 trajectory, no noise' if trajectories == 1 and noise == 0 else
              f'{trajectories} trajectories, noise {noise:g}')
+    if several_counts:
+      label += f', {count:,} puzzles' if count else ', puzzles not recorded'
     compute, accuracy = zip(*points)
     axis.plot(compute, accuracy, marker='o', markersize=4, label=label)
   axis.set_xscale('log', base=2)

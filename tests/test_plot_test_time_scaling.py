@@ -26,9 +26,27 @@ def write_rows(path, rows) -> str:
 def test_series_by_setting_sorted_by_compute(tmp_path):
   rows = plot_test_time_scaling.read_results(write_rows(tmp_path / 'r.jsonl', ROWS))
   assert plot_test_time_scaling.series(rows) == {
-      (1, 0.0): [(16, 0.5), (32, 0.6)],
-      (4, 0.1): [(32, 0.55), (64, 0.7)],
+      (1, 0.0, 0): [(16, 0.5), (32, 0.6)],
+      (4, 0.1, 0): [(32, 0.55), (64, 0.7)],
   }
+
+
+def test_a_setting_on_fewer_puzzles_is_a_line_of_its_own(tmp_path):
+  # The grid on the whole split, one setting again on a prefix of it.
+  rows = [dict(row, count=1000) for row in ROWS] + [
+      {'num_steps': 16, 'num_trajectories': 4, 'trajectory_noise': 0.1, 'exact_accuracy': 0.75,
+       'count': 250}]
+  rows = plot_test_time_scaling.read_results(write_rows(tmp_path / 'r.jsonl', rows))
+  assert plot_test_time_scaling.series(rows) == {
+      (1, 0.0, 1000): [(16, 0.5), (32, 0.6)],
+      (4, 0.1, 250): [(64, 0.75)],
+      (4, 0.1, 1000): [(32, 0.55), (64, 0.7)],
+  }
+  lines = plot_test_time_scaling.table(rows).splitlines()
+  assert lines[-3] == '| 16 | 4 | 0.1 | 250 | 64 | 0.7500 | - | - | - |'
+  assert lines[-1] == '| 16 | 4 | 0.1 | 1,000 | 64 | 0.7000 | - | 0.8000 | - |'
+  plot_test_time_scaling.plot(rows, str(tmp_path / 'scaling.png'))
+  assert (tmp_path / 'scaling.png').read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
 
 
 def test_table_lists_every_row():
@@ -36,8 +54,8 @@ def test_table_lists_every_row():
           for row in ROWS]
   lines = plot_test_time_scaling.table(rows).splitlines()
   assert len(lines) == 2 + len(ROWS)
-  assert lines[2] == '| 16 | 1 | 0 | 16 | 0.5000 | 0.4500 | - | 10.0 |'
-  assert lines[-1] == '| 16 | 4 | 0.1 | 64 | 0.7000 | - | 0.8000 | - |'
+  assert lines[2] == '| 16 | 1 | 0 | - | 16 | 0.5000 | 0.4500 | - | 10.0 |'
+  assert lines[-1] == '| 16 | 4 | 0.1 | - | 64 | 0.7000 | - | 0.8000 | - |'
 
 
 def test_plot_writes_a_png(tmp_path):
