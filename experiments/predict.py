@@ -42,6 +42,13 @@ ARCHITECTURE_KEYS = ('arch', 'hidden_size', 'num_heads', 'expansion', 'num_layer
                      'hrm_high_layers', 'hrm_low_layers', 'h_cycles', 'l_cycles', 'mixer',
                      'pos_encodings', 'rope_theta', 'rms_norm_eps', 'puzzle_emb_len',
                      'puzzle_emb_ndim')
+# Settings that choose the program for the same function (layers.Block, layers._cudnn_attention).
+# In bfloat16 each program rounds differently, and 16 or more recursive supervision steps carry
+# a rounding difference far enough to change single answers; so a checkpoint is run, unless a
+# flag names the key, with the values it was trained and measured with.
+# Keys that go together (the fused kernel needs the sequence-major layout) are taken over, or
+# left as configured, together.
+PROGRAM_KEYS = (('activation_layout', 'fused_sequence_mlp'), ('cudnn_seq_multiple',))
 
 
 def load_inputs(path: str, *, seq_len: int, vocab_size: int,
@@ -187,8 +194,36 @@ def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
   atomic_files.write_atomically(path, write)
 
 
+def explicit_config_keys() -> set[str]:
+  """The config keys set on the command line (`--config.a.b=...`), e.g. 'model.mixer';
+  empty when the program defines no `--config` flag or has not parsed its flags."""
+  if 'config' not in flags.FLAGS or not flags.FLAGS.is_parsed():
+    return set()
+  return set(config_flags.get_override_values(flags.FLAGS['config']))
+
+
+def checkpoint_program(config_model: ml_collections.ConfigDict, stored: Mapping[str, Any],
+                       checkpoint: str, explicit: set[str]) -> ml_collections.ConfigDict:
+  """`config_model` with the checkpoint's stored `PROGRAM_KEYS` values, except for groups
+  with a key in `explicit` (flags given as 'model.KEY'); logs every value it takes over."""
+  adopted = config_model.copy_and_resolve_references()
+  for group in PROGRAM_KEYS:
+    if any(f'model.{key}' in explicit for key in group):
+      continue
+    for key in group:
+      if key in stored and key in adopted and stored[key] != adopted[key]:
+        logging.info('%s: running with its model.%s = %r (the config has %r; pass '
+                     '--config.model.%s to choose).', checkpoint, key, stored[key],
+                     adopted[key], key)
+        adopted[key] = stored[key]
+  return adopted
+
+
 def load_checked_model(config: ml_collections.ConfigDict, checkpoint: str):
   """Loads a model export or training workdir and checks it against `config.model`.
+
+  The model runs the program the checkpoint was trained with (`PROGRAM_KEYS` from its stored
+  config), except where a `--config.model.KEY` flag chooses another.
 
   Returns:
     (model, params, constants, puzzle_table), the constants cast to the forward dtype and the
@@ -196,6 +231,8 @@ def load_checked_model(config: ml_collections.ConfigDict, checkpoint: str):
   """
   params, constants, puzzle_table, stored_config = checkpointing.load_model(checkpoint)
   check_model_config(config.model, stored_config or {}, checkpoint)
+  model_config = checkpoint_program(config.model, stored_config or {}, checkpoint,
+                                    explicit_config_keys())
   if config.model.puzzle_emb_ndim > 0:
     if puzzle_table is None or np.ndim(puzzle_table) != 2:
       raise ValueError(f'{checkpoint}: the config uses puzzle embeddings but the checkpoint '
@@ -204,7 +241,7 @@ def load_checked_model(config: ml_collections.ConfigDict, checkpoint: str):
   else:
     num_ids = 1
     puzzle_table = np.zeros((1, 0), np.float32)
-  model = model_lib.build_model(config.model, seq_len=config.data.seq_len,
+  model = model_lib.build_model(model_config, seq_len=config.data.seq_len,
                                 vocab_size=config.data.vocab_size,
                                 num_puzzle_identifiers=num_ids)
   check_params(model, params, constants, checkpoint)

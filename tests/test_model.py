@@ -498,10 +498,13 @@ def test_bad_config_names_the_key(make_tiny_config):
       model_lib.build_model(make_tiny_config(**{key: value}), seq_len=6, vocab_size=5)
 
 
-@pytest.mark.parametrize('multiple, padded_len', [(1, 13), (8, 16), (64, 64)])
-def test_cudnn_attention_padding_is_invisible(monkeypatch, multiple, padded_len):
-  """`_cudnn_attention` pads the sequence to `multiple` and masks the padding out: with the
-  fused call replaced by JAX's XLA attention (CPU), any multiple gives plain attention."""
+@pytest.mark.parametrize('seq, multiple, padded_len',
+                         [(13, 1, 14), (13, 2, 14), (12, 2, 12), (13, 3, 18), (13, 8, 16),
+                          (13, 64, 64)])
+def test_cudnn_attention_padding_is_invisible(monkeypatch, seq, multiple, padded_len):
+  """`_cudnn_attention` pads the sequence to the smallest even multiple of `multiple` (cuDNN
+  trains on even lengths only) and masks the padding out: with the fused call replaced by
+  JAX's XLA attention (CPU), any multiple gives plain attention."""
   original = jax.nn.dot_product_attention
   seen = []
 
@@ -512,9 +515,9 @@ def test_cudnn_attention_padding_is_invisible(monkeypatch, multiple, padded_len)
 
   monkeypatch.setattr(jax.nn, 'dot_product_attention', on_xla)
   rng = np.random.default_rng(multiple)
-  query, key, value = (jnp.asarray(rng.standard_normal((2, 13, 2, 8)), jnp.float32)
+  query, key, value = (jnp.asarray(rng.standard_normal((2, seq, 2, 8)), jnp.float32)
                        for _ in range(3))
   out = layers._cudnn_attention(query, key, value, multiple)
-  assert seen == [(padded_len, padded_len != 13)]
+  assert seen == [(padded_len, padded_len != seq)]
   np.testing.assert_allclose(out, layers._xla_attention(query, key, value), rtol=1e-5,
                              atol=1e-5)

@@ -228,3 +228,26 @@ def test_eval_num_steps_and_trajectories(tmp_path):
   config.eval.num_trajectories = 0
   with pytest.raises(ValueError, match='config.eval: .*num_trajectories'):
     predict.run_prediction(config, export, str(tmp_path / 'in.npz'), str(tmp_path / 'x.npz'))
+
+
+def test_a_checkpoint_runs_the_program_it_was_trained_with():
+  config = tiny.get_config()
+  config.model.activation_layout = 'sequence_major'
+  config.model.fused_sequence_mlp = True
+  config.model.cudnn_seq_multiple = 2
+  stored = {'activation_layout': 'batch_major', 'fused_sequence_mlp': False,
+            'cudnn_seq_multiple': 64, 'hidden_size': 999}
+  adopted = predict.checkpoint_program(config.model, stored, 'ckpt', explicit=set())
+  assert (adopted.activation_layout, adopted.fused_sequence_mlp,
+          adopted.cudnn_seq_multiple) == ('batch_major', False, 64)
+  assert adopted.hidden_size == config.model.hidden_size  # Only the program keys.
+  assert config.model.activation_layout == 'sequence_major'  # The caller's config is kept.
+  # A flag naming one key of a group keeps the whole group as configured.
+  adopted = predict.checkpoint_program(config.model, stored, 'ckpt',
+                                       explicit={'model.fused_sequence_mlp'})
+  assert (adopted.activation_layout, adopted.fused_sequence_mlp,
+          adopted.cudnn_seq_multiple) == ('sequence_major', True, 64)
+  # Checkpoints stored before a key existed keep the config's value.
+  adopted = predict.checkpoint_program(config.model, {}, 'ckpt', explicit=set())
+  assert adopted.to_dict() == config.model.to_dict()
+  assert predict.explicit_config_keys() == set()  # No --config flag parsed here.

@@ -95,7 +95,7 @@ class ModelConfig:
   # stored without them still read back (`from_dict`).
   activation_layout: str = 'batch_major'
   fused_sequence_mlp: bool = False
-  cudnn_seq_multiple: int = 64
+  cudnn_seq_multiple: int = 2
 
   def __post_init__(self):
     """Raises ValueError naming the `model.` key of the first invalid value."""

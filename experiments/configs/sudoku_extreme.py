@@ -61,4 +61,11 @@ def get_config(variant: str = 'mlp') -> ml_collections.ConfigDict:
     config.train.ema = False
   elif variant == 'continue_head':
     config.model.no_act_continue = False
+  if config.model.mixer == 'mlp':
+    # The same parameters and function in a faster program (docs/benchmarks.md, one H200:
+    # 126.9 -> 114.7 ms per step, 638 -> 815 evaluated puzzles/s; 1,000 training steps within
+    # the seed spread). The fused kernel is GPU only; elsewhere the same mixer runs in XLA.
+    # activation_layout='batch_major' with fused_sequence_mlp=False gives the program before.
+    config.model.activation_layout = 'sequence_major'
+    config.model.fused_sequence_mlp = True
   return config
