@@ -6,7 +6,8 @@ r"""Plots exact accuracy against test-time compute from `experiments.evaluate` J
 Test-time compute is supervision steps x trajectories per puzzle (each trajectory runs every
 step). One line per (trajectories, noise) setting over the steps, and per number of puzzles
 evaluated when the rows differ in it (a setting measured on a prefix of the test split is a
-line of its own, labelled with its count); the x axis is logarithmic (base 2). Also prints the results as a table (scripts/test_time_scaling.sh shows it).
+line of its own, labelled with its count); the x axis is logarithmic (base 2). Also prints
+the results as a table (scripts/test_time_scaling.sh shows it).
 """
 
 import os
