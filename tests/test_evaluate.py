@@ -75,7 +75,7 @@ def test_scaling_script_writes_results_table_and_plot(export, tmp_path):
   assert [(r['num_trajectories'], r['num_steps']) for r in rows] == [(1, 2), (1, 3), (2, 2),
                                                                       (2, 3)]
   assert all(r['count'] == 8 for r in rows)
-  assert '| 3 | 2 | 0.1 | 6 |' in result.stdout
+  assert '| 3 | 2 | 0.1 | 8 | 6 |' in result.stdout
   assert (tmp_path / 'test_time_scaling.png').read_bytes()[:4] == b'\x89PNG'
   assert sorted(os.listdir(directory)) == before
 
