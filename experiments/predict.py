@@ -194,12 +194,12 @@ def write_npz(path: str, arrays: Mapping[str, np.ndarray]) -> None:
   atomic_files.write_atomically(path, write)
 
 
-def explicit_config_keys() -> set[str]:
+def explicit_config_keys(flag_values: flags.FlagValues = flags.FLAGS) -> set[str]:
   """The config keys set on the command line (`--config.a.b=...`), e.g. 'model.mixer';
   empty when the program defines no `--config` flag or has not parsed its flags."""
-  if 'config' not in flags.FLAGS or not flags.FLAGS.is_parsed():
+  if 'config' not in flag_values or not flag_values.is_parsed():
     return set()
-  return set(config_flags.get_override_values(flags.FLAGS['config']))
+  return set(config_flags.get_override_values(flag_values['config']))
 
 
 def checkpoint_program(config_model: ml_collections.ConfigDict, stored: Mapping[str, Any],

@@ -2,7 +2,9 @@
 
 import os
 
+from absl import flags
 import jax
+from ml_collections import config_flags
 import numpy as np
 import pytest
 
@@ -251,3 +253,17 @@ def test_a_checkpoint_runs_the_program_it_was_trained_with():
   adopted = predict.checkpoint_program(config.model, {}, 'ckpt', explicit=set())
   assert adopted.to_dict() == config.model.to_dict()
   assert predict.explicit_config_keys() == set()  # No --config flag parsed here.
+
+
+# ml_collections loads config files with importlib's deprecated load_module().
+@pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
+def test_explicit_config_keys_are_the_flags_given():
+  argv = ['prog', f'--config={tiny.__file__}', '--config.model.activation_layout=sequence_major',
+          '--config.eval.num_steps=3']
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, 'config', flag_values=flag_values,
+                                  sys_argv=argv)
+  assert predict.explicit_config_keys(flag_values) == set()  # Not parsed yet.
+  flag_values(argv)
+  assert predict.explicit_config_keys(flag_values) == {'model.activation_layout',
+                                                       'eval.num_steps'}
