@@ -72,7 +72,8 @@ def plot(rows: list[dict[str, Any]], output: str, title: str = '',
       series[label] = list(zip(*points))
 
   figure, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
-  for axis, index, xlabel in ((axes[0], 0, 'training step'), (axes[1], 1, 'hours of training (wall clock)')):
+  for axis, index, xlabel in ((axes[0], 0, 'training step'),
+                              (axes[1], 1, 'hours of training (wall clock)')):
     for label, values in series.items():
       style = dict(marker='o', markersize=3) if label.startswith('test') else dict(alpha=0.5)
       axis.plot(values[index], values[2], label=label, **style)

@@ -11,9 +11,10 @@ The model runs `--steps` supervision steps (default `config.eval.num_steps`, who
 `config.model.halt_max_steps`) in evaluation mode from the reset state, with no early halting
 (§4); the answer is the argmax of the last step. With `--config.eval.num_trajectories=K` and
 `--config.eval.trajectory_noise=S`, K noisy trajectories run and the one with the highest
-last-step q_halt is shown (docs/test_time_scaling.md). Printed: the answer as a text grid, whether it is valid (Sudoku: rules and
-givens; maze: an S-G path of `o` cells, and whether it is a shortest one; ARC: equal to the
-test output when the file has it) and the halting step (the first step whose q_halt > 0).
+last-step q_halt is shown (docs/test_time_scaling.md). Printed: the answer as a text grid,
+whether it is valid (Sudoku: rules and givens; maze: an S-G path of `o` cells, and whether it
+is a shortest one; ARC: equal to the test output when the file has it) and the halting step
+(the first step whose q_halt > 0).
 Written to `--output_dir`: `solve_input_answer.png` (input and answer side by side) and
 `solve_steps.gif` (the answer after each supervision step, captioned "step k/N").
 
@@ -407,7 +408,8 @@ def load_arc_catalog(config: ml_collections.ConfigDict
 
 
 def arc_versions(config: ml_collections.ConfigDict, task: ArcTaskFile, num_identifiers: int,
-                 vote: bool, catalog: tuple[puzzle_sources.ArcCatalog, list[Any]] | str | None = None
+                 vote: bool,
+                 catalog: tuple[puzzle_sources.ArcCatalog, list[Any]] | str | None = None
                  ) -> ArcVersions:
   """The versions to run: the identity (no vote) or every augmented version (vote).
 

@@ -140,11 +140,11 @@ def test_command_lines(tmp_path):
   ref_config = ref.config_from_model_config(config.model, seq_len=SEQ_LEN, vocab_size=VOCAB)
   arrays = write_inputs(tmp_path / 'in.npz', num_examples=3)
   export = str(tmp_path / 'export')
-  result = entry_point.run_module('experiments.import_torch', f'--torch_checkpoint={checkpoint}', '--config=tiny',
-               f'--output={export}')
+  result = entry_point.run_module('experiments.import_torch', f'--torch_checkpoint={checkpoint}',
+                                  '--config=tiny', f'--output={export}')
   assert result.returncode == 0, result.stderr[-3000:]
-  result = entry_point.run_module('experiments.import_torch', f'--torch_checkpoint={checkpoint}', '--config=tiny',
-               f'--output={export}')
+  result = entry_point.run_module('experiments.import_torch', f'--torch_checkpoint={checkpoint}',
+                                  '--config=tiny', f'--output={export}')
   assert result.returncode != 0 and '--overwrite' in result.stderr
 
   output = str(tmp_path / 'pred.npz')

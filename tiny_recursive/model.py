@@ -100,7 +100,8 @@ class ModelConfig:
   def __post_init__(self):
     """Raises ValueError naming the `model.` key of the first invalid value."""
     checks = (
-        (self.arch in ARCHITECTURES, 'arch', f'expected one of {ARCHITECTURES}, got {self.arch!r}.'),
+        (self.arch in ARCHITECTURES, 'arch',
+         f'expected one of {ARCHITECTURES}, got {self.arch!r}.'),
         (self.gradient_mode in GRADIENT_MODES, 'gradient_mode',
          f'expected one of {GRADIENT_MODES}, got {self.gradient_mode!r}.'),
         (self.pos_encodings in POS_ENCODINGS, 'pos_encodings',

@@ -42,7 +42,8 @@ def eval_batch(source: puzzle_sources.EvalSource, batch_index: int, global_batch
 
 
 def eval_dataset(source: puzzle_sources.EvalSource, global_batch_size: int,
-                 process_index: int = 0, process_count: int = 1, prefetch_buffer_size: int = 4) -> grain.IterDataset:
+                 process_index: int = 0, process_count: int = 1,
+                 prefetch_buffer_size: int = 4) -> grain.IterDataset:
   """A finite grain dataset of this process's eval batches (every process: same count).
 
   Batches: `inputs`, `labels` int32 [B / P, seq_len], `puzzle_identifiers` int32 [B / P],
