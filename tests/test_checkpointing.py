@@ -359,6 +359,12 @@ def test_model_config_of_checkpoints_written_before_the_typed_config(tmp_path):
   assert model_lib.RecursiveModel(typed).num_puzzle_identifiers == 7
   with pytest.raises(ValueError, match=r"missing keys \['halt_max_steps'\]"):
     model_lib.ModelConfig.from_dict({k: v for k, v in stored.items() if k != 'halt_max_steps'})
+  # Keys added later read back as the program such checkpoints ran, not as today's defaults.
+  older = {k: v for k, v in stored.items()
+           if k not in ('activation_layout', 'fused_sequence_mlp', 'cudnn_seq_multiple')}
+  typed = model_lib.ModelConfig.from_dict(older)
+  assert (typed.activation_layout, typed.fused_sequence_mlp,
+          typed.cudnn_seq_multiple) == ('batch_major', False, 64)
 
 
 _SAVE_ON_TWO_DEVICES = r"""

@@ -92,10 +92,11 @@ class ModelConfig:
   scan_unroll: int
   attention_impl: str
   # Keys added after checkpoints began storing this config have defaults, so that configs
-  # stored without them still read back (`from_dict`).
+  # stored without them still read back (`from_dict`): the values those checkpoints ran with
+  # (the configs' own defaults, set in experiments/configs, may differ).
   activation_layout: str = 'batch_major'
   fused_sequence_mlp: bool = False
-  cudnn_seq_multiple: int = 2
+  cudnn_seq_multiple: int = 64
 
   def __post_init__(self):
     """Raises ValueError naming the `model.` key of the first invalid value."""
