@@ -58,8 +58,11 @@ def test_eval_mode_rows_have_their_own_split_and_are_not_repeated(shared_dirs, r
     assert entry_point.final_eval(result) == reference_eval
   eval_only = metrics_logging.read_metrics(workdir, 'eval_only')
   assert [row['step'] for row in eval_only] == [MAX_STEPS]
+  protocol = {'eval.arc_versions': 0.0, 'eval.max_examples': 32.0, 'eval.num_steps': 0.0,
+              'eval.num_trajectories': 1.0, 'eval.trajectory_noise': 0.0,
+              'eval.noise_seed': 0.0}
   assert entry_point.without_timing(eval_only[0]) == dict(reference_eval, step=MAX_STEPS,
-                                                          split='eval_only')
+                                                          split='eval_only', **protocol)
   # The training run's evaluations are left as they were.
   assert (metrics_logging.read_metrics(workdir, 'eval') ==
           metrics_logging.read_metrics(reference_dir, 'eval'))

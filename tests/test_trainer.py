@@ -9,9 +9,11 @@ otherwise recompile it each time).
 import json
 import math
 import os
+import shutil
 from typing import Any
 
 import jax
+from etils import epath
 from jax.experimental.compilation_cache import compilation_cache
 import ml_collections
 import pytest
@@ -161,6 +163,26 @@ def test_evaluate_checkpoint_matches_the_final_eval(uninterrupted, data_dir):
   results = trainer.evaluate_checkpoint(tiny_config(data_dir), workdir)
   assert without_timing(results) == without_timing(final_eval)
   assert results['count'] == 32
+
+
+def test_evaluate_checkpoint_keeps_a_row_per_protocol(uninterrupted, data_dir, tmp_path):
+  """Evaluating one checkpoint under two protocols keeps both rows; the same protocol again
+  replaces its row, and a row written before protocols were recorded is replaced by any."""
+  workdir = str(tmp_path / 'run')
+  shutil.copytree(uninterrupted[0], workdir)
+  step = rows(workdir, 'train')[-1]['step']
+  metrics_logging.append_json_line(
+      epath.Path(workdir) / metrics_logging.METRICS_FILE,
+      {'step': step, 'split': trainer.EVAL_ONLY_SPLIT, 'exact_accuracy': -1.0})
+  prefix = trainer.evaluate_checkpoint(tiny_config(data_dir, eval__max_examples=16), workdir)
+  full = trainer.evaluate_checkpoint(tiny_config(data_dir), workdir)
+  trainer.evaluate_checkpoint(tiny_config(data_dir), workdir)
+  logged = rows(workdir, trainer.EVAL_ONLY_SPLIT)
+  assert [(row['step'], row['eval.max_examples'], row['count']) for row in logged] == [
+      (step, 16.0, 16.0), (step, 32.0, 32.0)]
+  assert (prefix['count'], full['count']) == (16, 32)
+  assert logged[1] == dict(without_timing(full), step=step, split=trainer.EVAL_ONLY_SPLIT,
+                           **trainer.eval_protocol(tiny_config(data_dir)))
 
 
 def test_evaluate_checkpoint_without_checkpoint_raises(data_dir, tmp_path):

@@ -275,6 +275,25 @@ def load_eval_data(config: ml_collections.ConfigDict) -> pipeline.EvalPipeline:
   return data
 
 
+# The `config.eval` keys that change what `--mode=eval` measures; its metrics.jsonl rows
+# record them as `eval.KEY`.
+EVAL_PROTOCOL_KEYS = ('arc_versions', 'max_examples', 'num_steps', 'num_trajectories',
+                      'trajectory_noise', 'noise_seed')
+
+
+def eval_protocol(config: ml_collections.ConfigDict) -> dict[str, float]:
+  """`{'eval.KEY': value}` of `config.eval`'s protocol keys (EVAL_PROTOCOL_KEYS)."""
+  return {f'eval.{key}': float(config.eval[key]) for key in EVAL_PROTOCOL_KEYS}
+
+
+def _same_evaluation(row: dict[str, Any], step: int, protocol: dict[str, float]) -> bool:
+  """Whether `row` is an `--mode=eval` row of `step` under `protocol` (a row written before
+  protocols were recorded matches any, as it did then)."""
+  if (row.get('split'), row.get('step')) != (EVAL_ONLY_SPLIT, step):
+    return False
+  return all(row.get(key, value) == value for key, value in protocol.items())
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Evaluates the latest checkpoint of `workdir` (EMA weights when on); returns metrics.
 
@@ -296,11 +315,13 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict
                                              data.arc_spec)
     results = evaluators.run(state)
     _write_submission(evaluators, workdir)
-    # Its own split, beside the training run's evaluations; evaluating a step again replaces
-    # the earlier row.
+    # Its own split, beside the training run's evaluations; evaluating a step again with the
+    # same protocol replaces the earlier row, another protocol (fewer ARC versions, more
+    # steps) adds one, so protocols can be compared on one checkpoint.
+    protocol = eval_protocol(config)
     logger = metrics_logging.MetricsLogger(
-        workdir, keep=lambda row: (row.get('split'), row.get('step')) != (EVAL_ONLY_SPLIT, step))
-    logger.write(step, EVAL_ONLY_SPLIT, results)
+        workdir, keep=lambda row: not _same_evaluation(row, step, protocol))
+    logger.write(step, EVAL_ONLY_SPLIT, {**results, **protocol})
     logger.close()
     return results
   finally:
