@@ -18,6 +18,7 @@ with the highest last-step q_halt; the outputs above are the kept trajectory's, 
 K-fold: lower `--batch_size` to fit.
 """
 
+import dataclasses
 import os
 import zipfile
 from typing import Any, Mapping
@@ -205,7 +206,15 @@ def explicit_config_keys(flag_values: flags.FlagValues = flags.FLAGS) -> set[str
 def checkpoint_program(config_model: ml_collections.ConfigDict, stored: Mapping[str, Any],
                        checkpoint: str, explicit: set[str]) -> ml_collections.ConfigDict:
   """`config_model` with the checkpoint's stored `PROGRAM_KEYS` values, except for groups
-  with a key in `explicit` (flags given as 'model.KEY'); logs every value it takes over."""
+  with a key in `explicit` (flags given as 'model.KEY'); logs every value it takes over.
+
+  A stored config without a program key was saved before the key existed, and ran with
+  `ModelConfig`'s default for it (the program of that time); with no stored config at all
+  the config's values are kept.
+  """
+  if stored:
+    stored = {**{field.name: field.default for field in dataclasses.fields(model_lib.ModelConfig)
+                 if any(field.name in group for group in PROGRAM_KEYS)}, **stored}
   adopted = config_model.copy_and_resolve_references()
   for group in PROGRAM_KEYS:
     if any(f'model.{key}' in explicit for key in group):

@@ -249,7 +249,12 @@ def test_a_checkpoint_runs_the_program_it_was_trained_with():
                                        explicit={'model.fused_sequence_mlp'})
   assert (adopted.activation_layout, adopted.fused_sequence_mlp,
           adopted.cudnn_seq_multiple) == ('sequence_major', True, 64)
-  # Checkpoints stored before a key existed keep the config's value.
+  # A config stored before the program keys existed ran the program of that time.
+  adopted = predict.checkpoint_program(config.model, {'hidden_size': 999}, 'ckpt',
+                                       explicit=set())
+  assert (adopted.activation_layout, adopted.fused_sequence_mlp,
+          adopted.cudnn_seq_multiple) == ('batch_major', False, 64)
+  # Without any stored config the config's values are kept.
   adopted = predict.checkpoint_program(config.model, {}, 'ckpt', explicit=set())
   assert adopted.to_dict() == config.model.to_dict()
   assert predict.explicit_config_keys() == set()  # No --config flag parsed here.
