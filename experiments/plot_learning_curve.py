@@ -35,8 +35,8 @@ def read_rows(path: str) -> list[dict[str, Any]]:
     if 'step' not in row or 'split' not in row:
       raise ValueError(f'{path}:{number}: expected an object with "step" and "split".')
     rows.append(row)
-  if not any(row['split'] == 'eval' for row in rows):
-    raise ValueError(f'{path}: no evaluation rows to plot.')
+  if not any(row['split'] in ('train', 'eval') for row in rows):
+    raise ValueError(f'{path}: no training or evaluation rows to plot.')
   return rows
 
 
@@ -55,7 +55,8 @@ def training_seconds(rows: list[dict[str, Any]]) -> list[float]:
 
 def plot(rows: list[dict[str, Any]], output: str, title: str = '',
          reference: float | None = None, reference_label: str = 'paper') -> float:
-  """Writes a two-panel PNG: exact accuracy vs steps and vs hours; returns the hours."""
+  """Writes a two-panel PNG: exact and token accuracy (test, and training batches) vs steps
+  and vs hours; a run without evaluations shows its training batches only. Returns the hours."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top

@@ -45,9 +45,16 @@ def test_bad_line_is_named(tmp_path):
     plot_learning_curve.read_rows(str(path))
 
 
-def test_run_without_evaluations_is_refused(tmp_path):
-  path = write_rows(tmp_path / 'metrics.jsonl', ROWS[:2])
-  with pytest.raises(ValueError, match='no evaluation rows'):
+def test_run_without_evaluations_plots_its_training_rows(tmp_path):
+  rows = plot_learning_curve.read_rows(write_rows(tmp_path / 'metrics.jsonl', ROWS[:2]))
+  output = tmp_path / 'curve.png'
+  assert plot_learning_curve.plot(rows, str(output)) == pytest.approx(55.0 / 3600)
+  assert output.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+
+
+def test_file_without_training_or_evaluation_rows_is_refused(tmp_path):
+  path = write_rows(tmp_path / 'metrics.jsonl', [dict(ROWS[2], split='eval_only')])
+  with pytest.raises(ValueError, match='no training or evaluation rows'):
     plot_learning_curve.read_rows(path)
 
 
