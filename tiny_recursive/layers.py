@@ -12,6 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tiny_recursive import fused_block
 from tiny_recursive import fused_sequence_mlp
 
 Array = jax.Array
@@ -159,6 +160,68 @@ def _fused_sequence_mixer_backward(eps, residuals, cotangent):
 fused_sequence_mixer.defvjp(_fused_sequence_mixer_forward, _fused_sequence_mixer_backward)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def fused_residual_rms_norm(x: Array, kernel: Array, residual: Array, eps: float) -> Array:
+  """`rms_norm(residual + x @ kernel)` (a projection, its residual and the block's norm)
+  computed by one GPU kernel (`fused_block`); its gradient is the XLA formulation's,
+  recomputed, so it pays off for calls that are not differentiated."""
+  return fused_block.matmul_residual_rms_norm(x, kernel, residual, eps)
+
+
+def _fused_residual_rms_norm_forward(x, kernel, residual, eps):
+  out = fused_block.matmul_residual_rms_norm(x, kernel, residual, eps)
+  return out, (x, kernel, residual)
+
+
+def _fused_residual_rms_norm_backward(eps, residuals, cotangent):
+  reference = functools.partial(fused_block.matmul_residual_rms_norm_reference, eps=eps)
+  _, vjp = jax.vjp(reference, *residuals)
+  return vjp(cotangent)
+
+
+fused_residual_rms_norm.defvjp(_fused_residual_rms_norm_forward,
+                               _fused_residual_rms_norm_backward)
+
+
+@jax.custom_vjp
+def fused_swiglu(x: Array, gate_up_kernel: Array) -> Array:
+  """`silu(x @ gate) * (x @ up)` (`gate_up_kernel` `[in, 2 hidden]`, gate columns first)
+  computed by one GPU kernel (`fused_block`); gradient as for `fused_residual_rms_norm`."""
+  return fused_block.matmul_swiglu(x, gate_up_kernel)
+
+
+def _fused_swiglu_forward(x, gate_up_kernel):
+  return fused_block.matmul_swiglu(x, gate_up_kernel), (x, gate_up_kernel)
+
+
+def _fused_swiglu_backward(residuals, cotangent):
+  _, vjp = jax.vjp(fused_block.matmul_swiglu_reference, *residuals)
+  return vjp(cotangent)
+
+
+fused_swiglu.defvjp(_fused_swiglu_forward, _fused_swiglu_backward)
+
+
+@jax.custom_vjp
+def fused_qkv_rope(x: Array, qkv_kernel: Array, cos: Array,
+                   sin: Array) -> tuple[Array, Array, Array]:
+  """query, key, value `[batch, seq, heads, head_dim]`, RoPE applied to query and key,
+  computed by one GPU kernel (`fused_block`); gradient as for `fused_residual_rms_norm`."""
+  return fused_block.matmul_qkv_rope(x, qkv_kernel, cos, sin)
+
+
+def _fused_qkv_rope_forward(x, qkv_kernel, cos, sin):
+  return fused_block.matmul_qkv_rope(x, qkv_kernel, cos, sin), (x, qkv_kernel, cos, sin)
+
+
+def _fused_qkv_rope_backward(residuals, cotangent):
+  _, vjp = jax.vjp(fused_block.matmul_qkv_rope_reference, *residuals)
+  return vjp(cotangent)
+
+
+fused_qkv_rope.defvjp(_fused_qkv_rope_forward, _fused_qkv_rope_backward)
+
+
 class _Kernel(nn.Module):
   """A bare `kernel` parameter with `Linear`'s initialisation (for kernels used directly)."""
   shape: tuple[int, int]
@@ -187,6 +250,22 @@ class SequenceMixer(nn.Module):
     return sequence_mixer(t, gate_up, down, self.rms_norm_eps)
 
 
+class FusedSwiGLUResidualNorm(nn.Module):
+  """`rms_norm(h + SwiGLU(width, expansion)(h))` with `SwiGLU`'s parameters, as two GPU
+  kernels (`fused_swiglu`, then `fused_residual_rms_norm` for down_proj); for forward-only
+  calls (`Block.fused_block`)."""
+  width: int
+  expansion: float
+  rms_norm_eps: float
+
+  @nn.compact
+  def __call__(self, h: Array) -> Array:
+    hidden = swiglu_hidden_width(self.width, self.expansion)
+    gate_up = _Kernel((self.width, 2 * hidden), name='gate_up_proj')()
+    down = _Kernel((hidden, self.width), name='down_proj')()
+    return fused_residual_rms_norm(fused_swiglu(h, gate_up), down, h, self.rms_norm_eps)
+
+
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[Array, Array]:
   """cos, sin tables `[seq_len, head_dim]` in float32, halves duplicated (rotate_half layout)."""
   inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
@@ -211,15 +290,23 @@ class Attention(nn.Module):
   dtype: Any = jnp.bfloat16
   implementation: str = 'auto'  # 'auto' | 'xla' | 'cudnn'
   cudnn_seq_multiple: int = 2  # See `_cudnn_attention`.
+  # Set (forward-only calls, `Block.fused_block`): return `rms_norm(x + attention(x))` with
+  # this eps, o_proj with the residual and norm as one GPU kernel, and the qkv projection
+  # with RoPE as another (`fused_residual_rms_norm`, `fused_qkv_rope`).
+  fused_block_eps: float | None = None
 
   @nn.compact
   def __call__(self, x: Array, rope: tuple[Array, Array] | None) -> Array:
     batch, seq, _ = x.shape
     head_dim = self.hidden_size // self.num_heads
-    qkv = Linear(3 * self.hidden_size, self.dtype, splits=3, name='qkv_proj')(x)
-    query, key, value = (t.reshape(batch, seq, self.num_heads, head_dim) for t in qkv)
-    if rope is not None:
-      query, key = apply_rope(query, *rope), apply_rope(key, *rope)
+    if self.fused_block_eps is not None and rope is not None:
+      qkv_kernel = _Kernel((x.shape[-1], 3 * self.hidden_size), name='qkv_proj')()
+      query, key, value = fused_qkv_rope(x.astype(self.dtype), qkv_kernel, *rope)
+    else:
+      qkv = Linear(3 * self.hidden_size, self.dtype, splits=3, name='qkv_proj')(x)
+      query, key, value = (t.reshape(batch, seq, self.num_heads, head_dim) for t in qkv)
+      if rope is not None:
+        query, key = apply_rope(query, *rope), apply_rope(key, *rope)
     implementation = self.implementation
     if implementation == 'auto':
       implementation = 'cudnn' if jax.default_backend() == 'gpu' else 'xla'
@@ -231,6 +318,9 @@ class Attention(nn.Module):
       raise ValueError(f"model.attention_impl: expected 'auto', 'xla' or 'cudnn', got "
                        f'{implementation!r}.')
     out = out.reshape(batch, seq, self.hidden_size)
+    if self.fused_block_eps is not None:
+      kernel = _Kernel((self.hidden_size, self.hidden_size), name='o_proj')()
+      return fused_residual_rms_norm(out, kernel, x, self.fused_block_eps)
     return Linear(self.hidden_size, self.dtype, name='o_proj')(out)
 
 
@@ -276,6 +366,11 @@ class Block(nn.Module):
   is `SequenceMixer` on its `[seq, batch x hidden]` view: no transpose, no padding; the same
   parameters and function. `fused_sequence_mlp` (with `sequence_major`): that mixer runs as
   one GPU kernel.
+
+  `fused_block` (mixer='attention'): the projections with their elementwise epilogues run as
+  forward-only GPU kernels (`fused_block`): qkv with RoPE (with rope tables), o_proj and
+  down_proj with the residual and norm, gate/up with the SwiGLU; same parameters, same
+  rounding points.
   """
   hidden_size: int
   num_heads: int
@@ -288,12 +383,21 @@ class Block(nn.Module):
   sequence_major: bool = False
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 2
+  fused_block: bool = False
 
   @nn.compact
   def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
     norm = functools.partial(rms_norm, eps=self.rms_norm_eps)
     if self.sequence_major and self.mixer != 'mlp':
       raise ValueError("model.activation_layout: 'sequence_major' needs model.mixer = 'mlp'.")
+    if self.fused_block:
+      if self.mixer != 'attention' or self.sequence_major:
+        raise ValueError("model.fused_block: needs model.mixer = 'attention' (batch-major).")
+      attention = Attention(self.hidden_size, self.num_heads, self.dtype, self.attention_impl,
+                            self.cudnn_seq_multiple, self.rms_norm_eps, name='attention')
+      h = attention(h, rope)
+      return FusedSwiGLUResidualNorm(self.hidden_size, self.expansion, self.rms_norm_eps,
+                                     name='mlp')(h)
     if self.sequence_major:
       mixer = SequenceMixer(self.seq_len, self.expansion, self.rms_norm_eps,
                             self.fused_sequence_mlp, name='sequence_mlp')
@@ -330,6 +434,7 @@ class Network(nn.Module):
   sequence_major: bool = False  # h laid out [seq, batch, hidden] (see Block).
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 2
+  fused_block: bool = False  # Forward-only kernels of the attention block (see Block).
 
   @nn.compact
   def __call__(self, h: Array, injection: Array | None,
@@ -339,5 +444,6 @@ class Network(nn.Module):
     for i in range(self.num_layers):
       h = Block(self.hidden_size, self.num_heads, self.expansion, self.mixer, self.seq_len,
                 self.rms_norm_eps, self.dtype, self.attention_impl, self.sequence_major,
-                self.fused_sequence_mlp, self.cudnn_seq_multiple, name=f'block_{i}')(h, rope)
+                self.fused_sequence_mlp, self.cudnn_seq_multiple, self.fused_block,
+                name=f'block_{i}')(h, rope)
     return h

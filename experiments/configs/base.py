@@ -47,6 +47,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # With 'sequence_major': the sequence MLP of the calls without gradient as one GPU kernel
   # (tiny_recursive/fused_sequence_mlp.py); other backends run the same function in XLA.
   model.fused_sequence_mlp = False
+  # With mixer='attention': in the calls without gradient, qkv with RoPE, o_proj and down_proj
+  # with their residual and RMSNorm, and gate/up with the SwiGLU, as GPU kernels
+  # (tiny_recursive/fused_block.py); other backends run the same function in XLA.
+  model.fused_block = False
   # cuDNN attention runs on the sequence zero-padded to the smallest even multiple of this (the
   # padding masked out; cuDNN trains on even lengths only). 2: odd lengths gain one row
   # (Sudoku 97 -> 98, ARC 916 as is); 64 was the setting before (layers._cudnn_attention).
