@@ -23,8 +23,6 @@ the Pallas interpreter (a check that the script works, not a timing).
 
 import functools
 import json
-import statistics
-import time
 
 from absl import flags
 import jax
@@ -32,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import cli
+from experiments import timing
 from tiny_recursive import fused_block
 from tiny_recursive import layers
 
@@ -52,14 +51,7 @@ _EPS = 1e-5
 
 
 def _time(fn, h) -> float:
-  chained = jax.jit(lambda x: functools.reduce(lambda y, _: fn(y), range(_CHAIN), x))
-  jax.block_until_ready(chained(h))
-  runs = []
-  for _ in range(_REPS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(chained(h))
-    runs.append((time.perf_counter() - start) / _CHAIN)
-  return statistics.median(runs) * 1e3
+  return timing.chained_median_ms(fn, h, _CHAIN, _REPS.value)
 
 
 def _variants(w_o, gate_up, down) -> dict[str, dict[str, object]]:

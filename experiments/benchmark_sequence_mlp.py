@@ -13,8 +13,6 @@ inside one jitted function, after a warm-up; the time per application is the med
 
 import functools
 import json
-import statistics
-import time
 
 from absl import flags
 import jax
@@ -22,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import cli
+from experiments import timing
 from tiny_recursive import fused_sequence_mlp
 from tiny_recursive import layers
 
@@ -48,14 +47,7 @@ def _transposed_mixer(t, gate_up, down, seq, expansion):
 
 
 def _time(fn, t) -> float:
-  chained = jax.jit(lambda x: functools.reduce(lambda y, _: fn(y), range(_CHAIN), x))
-  jax.block_until_ready(chained(t))
-  runs = []
-  for _ in range(_REPS.value):
-    start = time.perf_counter()
-    jax.block_until_ready(chained(t))
-    runs.append((time.perf_counter() - start) / _CHAIN)
-  return statistics.median(runs) * 1e3
+  return timing.chained_median_ms(fn, t, _CHAIN, _REPS.value)
 
 
 def main(argv):
