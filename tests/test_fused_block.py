@@ -226,16 +226,29 @@ def test_block_uses_the_kernels_with_the_same_parameters(interpreted):
   assert interpreted == {'matmul_residual_rms_norm': 2, 'matmul_swiglu': 1,
                          'matmul_qkv_rope': 1}
   assert _relative_error(out, _jit(plain.apply)({'params': params}, h, rope)) < 1e-5
-  with pytest.raises(ValueError, match=r"model\.fused_block: needs model\.mixer = 'attention'"):
-    layers.Block(hidden, 2, 2.0, 'mlp', seq, _EPS, jnp.float32, fused_block=True).init(
-        jax.random.key(0), h, None)
 
 
-def test_config_needs_the_attention_mixer_and_wide_heads(make_tiny_config):
-  config = make_tiny_config(mixer='mlp', fused_block=True)
-  with pytest.raises(ValueError, match=r"model\.fused_block: needs model\.mixer = 'attention' "
-                                       r"\(got 'mlp'\)"):
-    model_lib.build_model(config, seq_len=6, vocab_size=5)
+@pytest.mark.parametrize('sequence_major', [False, True])
+def test_mlp_mixer_block_fuses_its_channel_mlp(interpreted, sequence_major):
+  """With the MLP mixer only the channel MLP (gate/up, then down_proj with the residual and
+  norm) runs as kernels, in either layout; the sequence mixer stays as it was."""
+  seq, batch, hidden = 6, 3, 64
+  shape = (seq, batch, hidden) if sequence_major else (batch, seq, hidden)
+  h = jnp.asarray(np.random.default_rng(8).normal(size=shape), jnp.float32)
+  block = functools.partial(layers.Block, hidden, 2, 2.0, 'mlp', seq, _EPS, jnp.float32,
+                            sequence_major=sequence_major)
+  plain, fused = block(), block(fused_block=True)
+  params = _jit(plain.init)(jax.random.key(0), h, None)['params']
+  interpreted.update(dict.fromkeys(interpreted, 0))
+  out = _jit(fused.apply)({'params': params}, h, None)
+  assert interpreted == {'matmul_residual_rms_norm': 1, 'matmul_swiglu': 1,
+                         'matmul_qkv_rope': 0}
+  assert _relative_error(out, _jit(plain.apply)({'params': params}, h, None)) < 1e-5
+
+
+def test_config_needs_wide_heads_for_rope(make_tiny_config):
+  model_lib.build_model(make_tiny_config(mixer='mlp', fused_block=True, pos_encodings='none'),
+                        seq_len=6, vocab_size=5)
   config = make_tiny_config(fused_block=True)  # hidden 16, 2 heads: half a head is 4 wide.
   with pytest.raises(ValueError, match=r'model\.fused_block: with RoPE needs half a head '
                                        r'\(hidden_size / num_heads / 2 = 4\) to be a power'):
@@ -275,12 +288,15 @@ def _models(monkeypatch, **overrides):
   return conftest.tiny_model(**overrides), conftest.tiny_model(fused_block=True, **overrides)
 
 
-def test_model_forward_is_the_same_with_the_switch(interpreted, monkeypatch):
-  plain, fused = _models(monkeypatch, h_cycles=2)
+@pytest.mark.parametrize('variant', [
+    {}, {'mixer': 'mlp', 'activation_layout': 'sequence_major', 'pos_encodings': 'learned'}])
+def test_model_forward_is_the_same_with_the_switch(interpreted, monkeypatch, variant):
+  plain, fused = _models(monkeypatch, h_cycles=2, **variant)
   variables = conftest.random_variables(plain, seed=11)
   case = _case(plain)
   _, forward = _step_results(fused, variables, case, differentiated=False)
-  assert all(interpreted.values())
+  assert interpreted['matmul_residual_rms_norm'] and interpreted['matmul_swiglu']
+  assert bool(interpreted['matmul_qkv_rope']) == (plain.config.mixer == 'attention')
   _, expected = _step_results(plain, variables, case, differentiated=False)
   # Logits, q_halt and the new carry (z_H, z_L).
   for got, want in zip(jax.tree_util.tree_leaves(forward), jax.tree_util.tree_leaves(expected)):

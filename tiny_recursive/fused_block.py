@@ -1,11 +1,12 @@
-"""The projections of the attention model's block with their epilogues, as GPU kernels (Pallas,
-Triton backend), and pure-JAX references of what they compute.
+"""The projections of a block with their epilogues, as GPU kernels (Pallas, Triton backend),
+and pure-JAX references of what they compute.
 
-The block is post-norm (`layers.Block`, TRM_REFERENCE.md §3):
+The block is post-norm (`layers.Block`, TRM_REFERENCE.md §3); with attention:
 
     h = rms_norm(h + o_proj(attention(qkv_proj(h))))
     h = rms_norm(h + down_proj(silu(h @ w_gate) * (h @ w_up)))
 
+(the MLP mixer replaces the first line; the channel MLP of the second is in every model).
 XLA runs each projection as a GEMM followed by a float32 elementwise fusion (RoPE after qkv,
 residual and RMSNorm after o_proj and down_proj, SwiGLU after gate/up), each writing the
 GEMM's output to device memory and reading it back. Here the epilogue runs on the

@@ -367,10 +367,10 @@ class Block(nn.Module):
   parameters and function. `fused_sequence_mlp` (with `sequence_major`): that mixer runs as
   one GPU kernel.
 
-  `fused_block` (mixer='attention'): the projections with their elementwise epilogues run as
-  forward-only GPU kernels (`fused_block`): qkv with RoPE (with rope tables), o_proj and
-  down_proj with the residual and norm, gate/up with the SwiGLU; same parameters, same
-  rounding points.
+  `fused_block`: the projections with their elementwise epilogues run as forward-only GPU
+  kernels (`fused_block`): the channel MLP's gate/up with the SwiGLU and down_proj with the
+  residual and norm (either mixer, either layout), and for attention also qkv with RoPE (with
+  rope tables) and o_proj with the residual and norm; same parameters, same rounding points.
   """
   hidden_size: int
   num_heads: int
@@ -390,15 +390,11 @@ class Block(nn.Module):
     norm = functools.partial(rms_norm, eps=self.rms_norm_eps)
     if self.sequence_major and self.mixer != 'mlp':
       raise ValueError("model.activation_layout: 'sequence_major' needs model.mixer = 'mlp'.")
-    if self.fused_block:
-      if self.mixer != 'attention' or self.sequence_major:
-        raise ValueError("model.fused_block: needs model.mixer = 'attention' (batch-major).")
+    if self.fused_block and self.mixer == 'attention':
       attention = Attention(self.hidden_size, self.num_heads, self.dtype, self.attention_impl,
                             self.cudnn_seq_multiple, self.rms_norm_eps, name='attention')
       h = attention(h, rope)
-      return FusedSwiGLUResidualNorm(self.hidden_size, self.expansion, self.rms_norm_eps,
-                                     name='mlp')(h)
-    if self.sequence_major:
+    elif self.sequence_major:
       mixer = SequenceMixer(self.seq_len, self.expansion, self.rms_norm_eps,
                             self.fused_sequence_mlp, name='sequence_mlp')
       h = mixer(h.reshape(self.seq_len, -1)).reshape(h.shape)
@@ -417,6 +413,10 @@ class Block(nn.Module):
       h = norm(h + attention(h, rope))
     else:
       raise ValueError(f"model.mixer: expected 'attention' or 'mlp', got {self.mixer!r}.")
+    if self.fused_block:
+      # Rows of any layout: the channel MLP acts on the last (hidden) axis.
+      return FusedSwiGLUResidualNorm(self.hidden_size, self.expansion, self.rms_norm_eps,
+                                     name='mlp')(h)
     return norm(h + SwiGLU(self.hidden_size, self.expansion, self.dtype, name='mlp')(h))
 
 

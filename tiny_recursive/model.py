@@ -124,10 +124,8 @@ class ModelConfig:
          f"'sequence_major' needs model.mixer = 'mlp' (got {self.mixer!r})."),
         (not self.fused_sequence_mlp or self.activation_layout == 'sequence_major',
          'fused_sequence_mlp', "needs model.activation_layout = 'sequence_major'."),
-        (not self.fused_block or self.mixer == 'attention', 'fused_block',
-         f"needs model.mixer = 'attention' (got {self.mixer!r}): the kernels implement the "
-         'attention block.'),
-        (not self.fused_block or self.pos_encodings != 'rope' or self._rope_half_fits(),
+        (not self.fused_block or self.mixer != 'attention' or self.pos_encodings != 'rope'
+         or self._rope_half_fits(),
          'fused_block', f'with RoPE needs half a head (hidden_size / num_heads / 2 = '
          f'{self.hidden_size // max(self.num_heads, 1) // 2}) to be a power of two, at least '
          '16 (the qkv kernel\'s tile).'),
