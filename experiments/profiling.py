@@ -1,10 +1,42 @@
-"""Summarises a JAX Perfetto trace: device time per kernel, largest first."""
+"""Summarises a JAX Perfetto trace: device time per kind of kernel and per kernel, largest first."""
 
 import collections
 import glob
 import gzip
 import json
 import os
+
+
+# Kinds of GPU kernels, by name: the first pattern a (lower-cased) kernel name contains.
+KERNEL_KINDS = (
+    ('attention (cuDNN)', ('cudnn', 'sdpa', 'flash')),
+    ('GEMM (cuBLAS, XLA Triton GEMM)', ('nvjet', 'gemm', 'cublas', 'sm90_xmma', 'cutlass')),
+    ('Pallas kernels', ('matmul_residual_rms_norm', 'matmul_swiglu', 'matmul_qkv_rope',
+                        'fused_sequence_mlp', 'pallas')),
+    ('transposes and layout copies', ('transpose', 'copy', 'bitcast')),
+    ('padding and slicing', ('pad', 'slice', 'concatenate', 'dynamic_update')),
+    ('reductions (norms, losses)', ('reduce',)),
+    ('other XLA fusions (elementwise)', ('fusion',)),
+)
+
+
+def kernel_kind(name: str) -> str:
+  """The `KERNEL_KINDS` entry of a kernel name, or 'other'."""
+  lowered = name.lower()
+  for kind, patterns in KERNEL_KINDS:
+    if any(pattern in lowered for pattern in patterns):
+      return kind
+  return 'other'
+
+
+def kind_lines(totals: dict[str, float], steps: int) -> list[str]:
+  """'by kind' lines: device milliseconds per step of each kernel kind, largest first."""
+  by_kind = collections.Counter()
+  for name, dur in totals.items():
+    by_kind[kernel_kind(name)] += dur
+  total = sum(by_kind.values())
+  return [f'{dur / steps / 1e3:8.2f} ms {100 * dur / max(total, 1e-9):5.1f}%  {kind}'
+          for kind, dur in by_kind.most_common()]
 
 
 def kernel_table(trace_dir: str, steps: int, top: int = 25) -> str:
@@ -26,7 +58,8 @@ def kernel_table(trace_dir: str, steps: int, top: int = 25) -> str:
       totals[e['name']] += e['dur']
       counts[e['name']] += 1
   total_ms = sum(totals.values()) / steps / 1e3
-  lines = [f'device time per step: {total_ms:.1f} ms over {len(totals)} distinct kernels']
+  lines = [f'device time per step: {total_ms:.1f} ms over {len(totals)} distinct kernels',
+           'by kind:', *kind_lines(totals, steps), 'largest kernels:']
   for name, dur in totals.most_common(top):
     ms = dur / steps / 1e3
     lines.append(f'{ms:8.2f} ms {100 * ms / max(total_ms, 1e-9):5.1f}% '

@@ -1,0 +1,52 @@
+"""Tests of experiments/profiling.py on a small synthetic trace."""
+
+import gzip
+import json
+
+from experiments import profiling
+
+
+def _write_trace(directory, durations_us):
+  """A trace with one device process and one host process, as the JAX profiler writes it."""
+  events = [{'ph': 'M', 'name': 'process_name', 'pid': 1, 'args': {'name': '/device:GPU:0'}},
+            {'ph': 'M', 'name': 'process_name', 'pid': 2, 'args': {'name': '/host:CPU'}},
+            {'ph': 'X', 'name': 'host_work', 'pid': 2, 'dur': 10_000}]
+  for name, dur in durations_us:
+    events.append({'ph': 'X', 'name': name, 'pid': 1, 'dur': dur})
+  path = directory / 'plugins' / 'profile' / 'run' / 'host.trace.json.gz'
+  path.parent.mkdir(parents=True)
+  with gzip.open(path, 'wt') as f:
+    json.dump({'traceEvents': events}, f)
+
+
+def test_kernels_are_sorted_into_kinds():
+  kinds = {name: profiling.kernel_kind(name) for name in (
+      'nvjet_sm90_tst_128x160_64x5_2x1_v_bz_NNT', 'gemm_fusion_dot_669',
+      'cudnn_generated_fort_native_sdpa_sm90_flash_fprop', 'matmul_swiglu',
+      'wrapped_transpose_15', 'input_convert_transpose_fusion_13', 'loop_pad_fusion_73',
+      'loop_slice_fusion_39', 'input_add_reduce_fusion', 'loop_multiply_fusion_111',
+      'memset32')}
+  assert kinds == {
+      'nvjet_sm90_tst_128x160_64x5_2x1_v_bz_NNT': 'GEMM (cuBLAS, XLA Triton GEMM)',
+      'gemm_fusion_dot_669': 'GEMM (cuBLAS, XLA Triton GEMM)',
+      'cudnn_generated_fort_native_sdpa_sm90_flash_fprop': 'attention (cuDNN)',
+      'matmul_swiglu': 'Pallas kernels',
+      'wrapped_transpose_15': 'transposes and layout copies',
+      'input_convert_transpose_fusion_13': 'transposes and layout copies',
+      'loop_pad_fusion_73': 'padding and slicing',
+      'loop_slice_fusion_39': 'padding and slicing',
+      'input_add_reduce_fusion': 'reductions (norms, losses)',
+      'loop_multiply_fusion_111': 'other XLA fusions (elementwise)',
+      'memset32': 'other'}
+
+
+def test_table_has_device_time_by_kind_and_by_kernel(tmp_path):
+  _write_trace(tmp_path, [('nvjet_a', 3_000), ('nvjet_a', 3_000), ('nvjet_b', 2_000),
+                          ('loop_multiply_fusion', 1_000), ('loop_multiply_fusion', 1_000)])
+  lines = profiling.kernel_table(str(tmp_path), steps=2).splitlines()
+  assert lines[0] == 'device time per step: 5.0 ms over 3 distinct kernels'
+  assert lines[1:4] == ['by kind:',
+                        '    4.00 ms  80.0%  GEMM (cuBLAS, XLA Triton GEMM)',
+                        '    1.00 ms  20.0%  other XLA fusions (elementwise)']
+  assert lines[4] == 'largest kernels:'
+  assert lines[5].split() == ['3.00', 'ms', '60.0%', 'x', '1', 'nvjet_a']  # Once per step.
