@@ -138,88 +138,62 @@ def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: flo
   return rms_norm(t + contract(down_kernel, jax.nn.silu(gate) * up), eps, axis=0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _kernel_with_reference_gradient(kernel: Callable[..., Any],
+                                    reference: Callable[..., Any]) -> Callable[..., Any]:
+  """A function with `kernel`'s values and `reference`'s gradient, recomputed in XLA from the
+  inputs (every argument differentiated). For the forward-only GPU kernels, whose XLA
+  formulation `reference` is the same function: they pay off in calls without gradient."""
+
+  @jax.custom_vjp
+  def function(*args):
+    return kernel(*args)
+
+  def forward(*args):
+    return kernel(*args), args
+
+  def backward(args, cotangent):
+    _, vjp = jax.vjp(reference, *args)
+    return vjp(cotangent)
+
+  function.defvjp(forward, backward)
+  return function
+
+
+# The wrappers below look the kernels up when called, so that tests can replace them.
+
+
 def fused_sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array,
                          eps: float) -> Array:
   """`sequence_mixer` computed by one GPU kernel (`fused_sequence_mlp`); its gradient is
-  `sequence_mixer`'s, recomputed in XLA, so it pays off for calls that are not
-  differentiated."""
-  return fused_sequence_mlp.fused_forward(t, gate_up_kernel, down_kernel, eps)
+  `sequence_mixer`'s, recomputed in XLA."""
+  return _kernel_with_reference_gradient(
+      functools.partial(fused_sequence_mlp.fused_forward, eps=eps),
+      functools.partial(sequence_mixer, eps=eps))(t, gate_up_kernel, down_kernel)
 
 
-def _fused_sequence_mixer_forward(t, gate_up_kernel, down_kernel, eps):
-  out = fused_sequence_mlp.fused_forward(t, gate_up_kernel, down_kernel, eps)
-  return out, (t, gate_up_kernel, down_kernel)
-
-
-def _fused_sequence_mixer_backward(eps, residuals, cotangent):
-  _, vjp = jax.vjp(functools.partial(sequence_mixer, eps=eps), *residuals)
-  return vjp(cotangent)
-
-
-fused_sequence_mixer.defvjp(_fused_sequence_mixer_forward, _fused_sequence_mixer_backward)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def fused_residual_rms_norm(x: Array, kernel: Array, residual: Array, eps: float) -> Array:
   """`rms_norm(residual + x @ kernel)` (a projection, its residual and the block's norm)
-  computed by one GPU kernel (`fused_block`); its gradient is the XLA formulation's,
-  recomputed, so it pays off for calls that are not differentiated."""
-  return fused_block.matmul_residual_rms_norm(x, kernel, residual, eps)
+  computed by one GPU kernel (`fused_block`); its gradient is the XLA formulation's."""
+  return _kernel_with_reference_gradient(
+      functools.partial(fused_block.matmul_residual_rms_norm, eps=eps),
+      functools.partial(fused_block.matmul_residual_rms_norm_reference, eps=eps))(
+          x, kernel, residual)
 
 
-def _fused_residual_rms_norm_forward(x, kernel, residual, eps):
-  out = fused_block.matmul_residual_rms_norm(x, kernel, residual, eps)
-  return out, (x, kernel, residual)
-
-
-def _fused_residual_rms_norm_backward(eps, residuals, cotangent):
-  reference = functools.partial(fused_block.matmul_residual_rms_norm_reference, eps=eps)
-  _, vjp = jax.vjp(reference, *residuals)
-  return vjp(cotangent)
-
-
-fused_residual_rms_norm.defvjp(_fused_residual_rms_norm_forward,
-                               _fused_residual_rms_norm_backward)
-
-
-@jax.custom_vjp
 def fused_swiglu(x: Array, gate_up_kernel: Array) -> Array:
   """`silu(x @ gate) * (x @ up)` (`gate_up_kernel` `[in, 2 hidden]`, gate columns first)
-  computed by one GPU kernel (`fused_block`); gradient as for `fused_residual_rms_norm`."""
-  return fused_block.matmul_swiglu(x, gate_up_kernel)
+  computed by one GPU kernel (`fused_block`); its gradient is the XLA formulation's."""
+  return _kernel_with_reference_gradient(fused_block.matmul_swiglu,
+                                         fused_block.matmul_swiglu_reference)(x, gate_up_kernel)
 
 
-def _fused_swiglu_forward(x, gate_up_kernel):
-  return fused_block.matmul_swiglu(x, gate_up_kernel), (x, gate_up_kernel)
-
-
-def _fused_swiglu_backward(residuals, cotangent):
-  _, vjp = jax.vjp(fused_block.matmul_swiglu_reference, *residuals)
-  return vjp(cotangent)
-
-
-fused_swiglu.defvjp(_fused_swiglu_forward, _fused_swiglu_backward)
-
-
-@jax.custom_vjp
 def fused_qkv_rope(x: Array, qkv_kernel: Array, cos: Array,
                    sin: Array) -> tuple[Array, Array, Array]:
   """query, key, value `[batch, seq, heads, head_dim]`, RoPE applied to query and key,
-  computed by one GPU kernel (`fused_block`); gradient as for `fused_residual_rms_norm`."""
-  return fused_block.matmul_qkv_rope(x, qkv_kernel, cos, sin)
-
-
-def _fused_qkv_rope_forward(x, qkv_kernel, cos, sin):
-  return fused_block.matmul_qkv_rope(x, qkv_kernel, cos, sin), (x, qkv_kernel, cos, sin)
-
-
-def _fused_qkv_rope_backward(residuals, cotangent):
-  _, vjp = jax.vjp(fused_block.matmul_qkv_rope_reference, *residuals)
-  return vjp(cotangent)
-
-
-fused_qkv_rope.defvjp(_fused_qkv_rope_forward, _fused_qkv_rope_backward)
+  computed by one GPU kernel (`fused_block`); its gradient is the XLA formulation's."""
+  return _kernel_with_reference_gradient(fused_block.matmul_qkv_rope,
+                                         fused_block.matmul_qkv_rope_reference)(
+                                             x, qkv_kernel, cos, sin)
 
 
 class _Kernel(nn.Module):
@@ -390,11 +364,7 @@ class Block(nn.Module):
     norm = functools.partial(rms_norm, eps=self.rms_norm_eps)
     if self.sequence_major and self.mixer != 'mlp':
       raise ValueError("model.activation_layout: 'sequence_major' needs model.mixer = 'mlp'.")
-    if self.fused_block and self.mixer == 'attention':
-      attention = Attention(self.hidden_size, self.num_heads, self.dtype, self.attention_impl,
-                            self.cudnn_seq_multiple, self.rms_norm_eps, name='attention')
-      h = attention(h, rope)
-    elif self.sequence_major:
+    if self.sequence_major:
       mixer = SequenceMixer(self.seq_len, self.expansion, self.rms_norm_eps,
                             self.fused_sequence_mlp, name='sequence_mlp')
       h = mixer(h.reshape(self.seq_len, -1)).reshape(h.shape)
@@ -408,9 +378,11 @@ class Block(nn.Module):
       t = norm(t + mlp(t), count=self.seq_len)
       h = jnp.swapaxes(t[..., :self.seq_len], 1, 2)
     elif self.mixer == 'attention':
+      # With fused_block the attention returns the block's first norm itself.
       attention = Attention(self.hidden_size, self.num_heads, self.dtype, self.attention_impl,
-                            self.cudnn_seq_multiple, name='attention')
-      h = norm(h + attention(h, rope))
+                            self.cudnn_seq_multiple,
+                            self.rms_norm_eps if self.fused_block else None, name='attention')
+      h = attention(h, rope) if self.fused_block else norm(h + attention(h, rope))
     else:
       raise ValueError(f"model.mixer: expected 'attention' or 'mlp', got {self.mixer!r}.")
     if self.fused_block:
@@ -434,7 +406,7 @@ class Network(nn.Module):
   sequence_major: bool = False  # h laid out [seq, batch, hidden] (see Block).
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 2
-  fused_block: bool = False  # Forward-only kernels of the attention block (see Block).
+  fused_block: bool = False  # Forward-only kernels of the projections (see Block).
 
   @nn.compact
   def __call__(self, h: Array, injection: Array | None,
