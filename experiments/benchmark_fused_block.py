@@ -50,10 +50,6 @@ _CHAIN = 10
 _EPS = 1e-5
 
 
-def _time(fn, h) -> float:
-  return timing.chained_median_ms(fn, h, _CHAIN, _REPS.value)
-
-
 def _variants(w_o, gate_up, down) -> dict[str, dict[str, object]]:
   """{part: {variant: fn(h)}} for the two parts of the block."""
   o_proj = {'xla': lambda h: fused_block.matmul_residual_rms_norm_reference(h, w_o, h, _EPS)}
@@ -104,16 +100,8 @@ def main(argv):
       reference = jax.jit(fns['xla'])(h32)
       flop = flops[part] * count
       for name, fn in fns.items():
-        row = {'shape': shape, 'rows': count, 'part': part, 'variant': name}
-        try:
-          out = jax.jit(fn)(h)
-          error = float(jnp.linalg.norm(out.astype(jnp.float32) - reference)
-                        / jnp.linalg.norm(reference))
-          ms = _time(fn, h)
-          row.update(ms=round(ms, 3), tflops=round(flop / ms / 1e9, 1),
-                     rel_error=float(f'{error:.2e}'))
-        except Exception as e:  # pylint: disable=broad-except
-          row['failed'] = f'{type(e).__name__}: {str(e)[:200]}'
+        row = {'shape': shape, 'rows': count, 'part': part, 'variant': name,
+               **timing.measure(fn, h, reference, flop, _CHAIN, _REPS.value)}
         rows.append(row)
         print(json.dumps(row), flush=True)
   print('\nshape | part | variant | ms per application | TFLOP/s | relative error')

@@ -46,10 +46,6 @@ def _transposed_mixer(t, gate_up, down, seq, expansion):
   return mixed[..., :seq].transpose(2, 0, 1).reshape(seq, -1)
 
 
-def _time(fn, t) -> float:
-  return timing.chained_median_ms(fn, t, _CHAIN, _REPS.value)
-
-
 def main(argv):
   del argv
   seq, hidden = _SEQ.value, layers.swiglu_hidden_width(_SEQ.value, _EXPANSION.value)
@@ -77,15 +73,8 @@ def main(argv):
         f'{jax.devices()[0].device_kind}; {flop / 1e9:.0f} GFLOP per application')
   rows = []
   for name, fn in variants.items():
-    try:
-      out = jax.jit(fn)(t)
-      error = float(jnp.linalg.norm(out.astype(jnp.float32) - reference)
-                    / jnp.linalg.norm(reference))
-      ms = _time(fn, t)
-      rows.append({'variant': name, 'ms': round(ms, 3), 'tflops': round(flop / ms / 1e9, 1),
-                   'rel_error': float(f'{error:.2e}')})
-    except Exception as e:  # pylint: disable=broad-except
-      rows.append({'variant': name, 'failed': f'{type(e).__name__}: {str(e)[:200]}'})
+    rows.append({'variant': name,
+                 **timing.measure(fn, t, reference, flop, _CHAIN, _REPS.value)})
     print(json.dumps(rows[-1]), flush=True)
   print('\nvariant | ms per application | TFLOP/s | relative error')
   for row in rows:

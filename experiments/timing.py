@@ -1,11 +1,12 @@
-"""Timing of one jitted function on the device, shared by the kernel benchmarks."""
+"""Timing and checking of one jitted function on the device, shared by the kernel benchmarks."""
 
 import functools
 import statistics
 import time
-from typing import Callable
+from typing import Any, Callable
 
 import jax
+import jax.numpy as jnp
 
 
 def chained_median_ms(fn: Callable[[jax.Array], jax.Array], x: jax.Array, chain: int,
@@ -21,3 +22,19 @@ def chained_median_ms(fn: Callable[[jax.Array], jax.Array], x: jax.Array, chain:
     jax.block_until_ready(chained(x))
     runs.append((time.perf_counter() - start) / chain)
   return statistics.median(runs) * 1e3
+
+
+def measure(fn: Callable[[jax.Array], jax.Array], x: jax.Array, reference: jax.Array,
+            flop: float, chain: int, reps: int) -> dict[str, Any]:
+  """`{'ms', 'tflops', 'rel_error'}` of `fn` on `x` (time per application as
+  `chained_median_ms`; error: relative L2 distance of `fn(x)` to the float32 `reference`), or
+  `{'failed': 'Error: message'}` when it does not compile or run (a tile a backend rejects)."""
+  try:
+    out = jax.jit(fn)(x)
+    error = float(jnp.linalg.norm(out.astype(jnp.float32) - reference)
+                  / jnp.linalg.norm(reference))
+    ms = chained_median_ms(fn, x, chain, reps)
+  except Exception as e:  # pylint: disable=broad-except
+    return {'failed': f'{type(e).__name__}: {str(e)[:200]}'}
+  return {'ms': round(ms, 3), 'tflops': round(flop / ms / 1e9, 1),
+          'rel_error': float(f'{error:.2e}')}
