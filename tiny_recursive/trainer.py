@@ -275,10 +275,10 @@ def load_eval_data(config: ml_collections.ConfigDict) -> pipeline.EvalPipeline:
   return data
 
 
-# The `config.eval` keys that change what `--mode=eval` measures; its metrics.jsonl rows
-# record them as `eval.KEY`.
-EVAL_PROTOCOL_KEYS = ('arc_versions', 'max_examples', 'num_steps', 'num_trajectories',
-                      'trajectory_noise', 'noise_seed')
+# The `config.eval` keys that change what `--mode=eval` measures (which rows, and the test-time
+# settings `act.EvalSettings` holds); its metrics.jsonl rows record them as `eval.KEY`.
+EVAL_PROTOCOL_KEYS = ('arc_versions', 'max_examples',
+                      *(field.name for field in dataclasses.fields(act.EvalSettings)))
 
 
 def eval_protocol(config: ml_collections.ConfigDict) -> dict[str, float]:
