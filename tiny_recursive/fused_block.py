@@ -83,9 +83,14 @@ def matmul_qkv_rope_reference(x: Array, w_qkv: Array, cos: Array,
 # --- Kernels ---
 
 
+def is_tile_size(value: int) -> bool:
+  """Whether the kernels can take `value` as a tile edge: a power of two, at least 16."""
+  return value >= 16 and not value & (value - 1)
+
+
 def _check_tiles(name: str, **tiles: int) -> None:
   for arg, value in tiles.items():
-    if value < 16 or value & (value - 1):
+    if not is_tile_size(value):
       raise ValueError(f'{name}: {arg} ({value}) must be a power of two, at least 16.')
 
 

@@ -24,6 +24,7 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from tiny_recursive import fused_block
 from tiny_recursive import layers
 from tiny_recursive import puzzle_embedding
 
@@ -125,7 +126,7 @@ class ModelConfig:
         (not self.fused_sequence_mlp or self.activation_layout == 'sequence_major',
          'fused_sequence_mlp', "needs model.activation_layout = 'sequence_major'."),
         (not self.fused_block or self.mixer != 'attention' or self.pos_encodings != 'rope'
-         or self._rope_half_fits(),
+         or fused_block.is_tile_size(self.hidden_size // max(self.num_heads, 1) // 2),
          'fused_block', f'with RoPE needs half a head (hidden_size / num_heads / 2 = '
          f'{self.hidden_size // max(self.num_heads, 1) // 2}) to be a power of two, at least '
          '16 (the qkv kernel\'s tile).'),
@@ -152,10 +153,6 @@ class ModelConfig:
       raise ValueError(f'model.puzzle_emb_ndim ({self.puzzle_emb_ndim}) must fit in '
                        f'model.puzzle_emb_len x hidden_size ({self.prefix_len} x '
                        f'{self.hidden_size}).')
-
-  def _rope_half_fits(self) -> bool:
-    half = self.hidden_size // max(self.num_heads, 1) // 2
-    return half >= 16 and not half & (half - 1)
 
   @property
   def prefix_len(self) -> int:
