@@ -97,8 +97,10 @@ def main(argv: list[str]) -> None:
   del argv
   rows = read_rows(_METRICS.value)
   hours = plot(rows, _OUTPUT.value, _TITLE.value, _REFERENCE.value, _REFERENCE_LABEL.value)
-  print(f'{os.path.abspath(_OUTPUT.value)}: {sum(r["split"] == "eval" for r in rows)} '
-        f'evaluations, last at step {rows[-1]["step"]}, {hours:.2f} hours of training.')
+  eval_steps = [r['step'] for r in rows if r['split'] == 'eval']
+  last_eval = f', the last at step {eval_steps[-1]}' if eval_steps else ''
+  print(f'{os.path.abspath(_OUTPUT.value)}: {len(eval_steps)} evaluations{last_eval}; '
+        f'{rows[-1]["step"]} steps, {hours:.2f} hours of training.')
 
 
 if __name__ == '__main__':
