@@ -44,14 +44,13 @@ ARCHITECTURE_KEYS = ('arch', 'hidden_size', 'num_heads', 'expansion', 'num_layer
                      'pos_encodings', 'rope_theta', 'rms_norm_eps', 'puzzle_emb_len',
                      'puzzle_emb_ndim')
 # Settings that choose the program for the same function (layers.Block, layers._cudnn_attention,
-# the forward-only kernels).
+# the forward-only kernel).
 # In bfloat16 each program rounds differently, and 16 or more recursive supervision steps carry
 # a rounding difference far enough to change single answers; so a checkpoint is run, unless a
 # flag names the key, with the values it was trained and measured with.
 # Keys that go together (the fused kernel needs the sequence-major layout) are taken over, or
 # left as configured, together.
-PROGRAM_KEYS = (('activation_layout', 'fused_sequence_mlp'), ('cudnn_seq_multiple',),
-                ('fused_block',))
+PROGRAM_KEYS = (('activation_layout', 'fused_sequence_mlp'), ('cudnn_seq_multiple',))
 
 
 def load_inputs(path: str, *, seq_len: int, vocab_size: int,

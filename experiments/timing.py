@@ -1,4 +1,4 @@
-"""Timing and checking of one jitted function on the device, shared by the kernel benchmarks."""
+"""Timing and checking of one jitted function on the device, for kernel benchmarks."""
 
 import functools
 import statistics

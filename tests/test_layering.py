@@ -10,7 +10,7 @@ import pathlib
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'tiny_recursive'
 
 LAYERS = (
-    ('atomic_files', 'checkpointing', 'fused_block', 'fused_sequence_mlp', 'layers', 'losses',
+    ('atomic_files', 'checkpointing', 'fused_sequence_mlp', 'layers', 'losses',
      'metrics_logging', 'optimizers', 'puzzle_embedding', 'sharding'),
     ('data.arc_encoding', 'data.augmentation', 'data.sources', 'data.puzzle_sources',
      'data.packing', 'data.pipeline', 'rendering'),

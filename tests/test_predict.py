@@ -253,10 +253,7 @@ def test_a_checkpoint_runs_the_program_it_was_trained_with():
   adopted = predict.checkpoint_program(config.model, {'hidden_size': 999}, 'ckpt',
                                        explicit=set())
   assert (adopted.activation_layout, adopted.fused_sequence_mlp,
-          adopted.cudnn_seq_multiple, adopted.fused_block) == ('batch_major', False, 64, False)
-  adopted = predict.checkpoint_program(config.model, {'fused_block': True}, 'ckpt',
-                                       explicit=set())
-  assert adopted.fused_block
+          adopted.cudnn_seq_multiple) == ('batch_major', False, 64)
   # Without any stored config the config's values are kept.
   adopted = predict.checkpoint_program(config.model, {}, 'ckpt', explicit=set())
   assert adopted.to_dict() == config.model.to_dict()

@@ -12,7 +12,6 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tiny_recursive import fused_block
 from tiny_recursive import fused_sequence_mlp
 
 Array = jax.Array
@@ -138,62 +137,26 @@ def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: flo
   return rms_norm(t + contract(down_kernel, jax.nn.silu(gate) * up), eps, axis=0)
 
 
-def _kernel_with_reference_gradient(kernel: Callable[..., Any],
-                                    reference: Callable[..., Any]) -> Callable[..., Any]:
-  """A function with `kernel`'s values and `reference`'s gradient, recomputed in XLA from the
-  inputs (every argument differentiated). For the forward-only GPU kernels, whose XLA
-  formulation `reference` is the same function: they pay off in calls without gradient."""
-
-  @jax.custom_vjp
-  def function(*args):
-    return kernel(*args)
-
-  def forward(*args):
-    return kernel(*args), args
-
-  def backward(args, cotangent):
-    _, vjp = jax.vjp(reference, *args)
-    return vjp(cotangent)
-
-  function.defvjp(forward, backward)
-  return function
-
-
-# The wrappers below look the kernels up when called, so that tests can replace them.
-
-
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
 def fused_sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array,
                          eps: float) -> Array:
   """`sequence_mixer` computed by one GPU kernel (`fused_sequence_mlp`); its gradient is
-  `sequence_mixer`'s, recomputed in XLA."""
-  return _kernel_with_reference_gradient(
-      functools.partial(fused_sequence_mlp.fused_forward, eps=eps),
-      functools.partial(sequence_mixer, eps=eps))(t, gate_up_kernel, down_kernel)
+  `sequence_mixer`'s, recomputed in XLA, so it pays off for calls that are not
+  differentiated."""
+  return fused_sequence_mlp.fused_forward(t, gate_up_kernel, down_kernel, eps)
 
 
-def fused_residual_rms_norm(x: Array, kernel: Array, residual: Array, eps: float) -> Array:
-  """`rms_norm(residual + x @ kernel)` (a projection, its residual and the block's norm)
-  computed by one GPU kernel (`fused_block`); its gradient is the XLA formulation's."""
-  return _kernel_with_reference_gradient(
-      functools.partial(fused_block.matmul_residual_rms_norm, eps=eps),
-      functools.partial(fused_block.matmul_residual_rms_norm_reference, eps=eps))(
-          x, kernel, residual)
+def _fused_sequence_mixer_forward(t, gate_up_kernel, down_kernel, eps):
+  out = fused_sequence_mlp.fused_forward(t, gate_up_kernel, down_kernel, eps)
+  return out, (t, gate_up_kernel, down_kernel)
 
 
-def fused_swiglu(x: Array, gate_up_kernel: Array) -> Array:
-  """`silu(x @ gate) * (x @ up)` (`gate_up_kernel` `[in, 2 hidden]`, gate columns first)
-  computed by one GPU kernel (`fused_block`); its gradient is the XLA formulation's."""
-  return _kernel_with_reference_gradient(fused_block.matmul_swiglu,
-                                         fused_block.matmul_swiglu_reference)(x, gate_up_kernel)
+def _fused_sequence_mixer_backward(eps, residuals, cotangent):
+  _, vjp = jax.vjp(functools.partial(sequence_mixer, eps=eps), *residuals)
+  return vjp(cotangent)
 
 
-def fused_qkv_rope(x: Array, qkv_kernel: Array, cos: Array,
-                   sin: Array) -> tuple[Array, Array, Array]:
-  """query, key, value `[batch, seq, heads, head_dim]`, RoPE applied to query and key,
-  computed by one GPU kernel (`fused_block`); its gradient is the XLA formulation's."""
-  return _kernel_with_reference_gradient(fused_block.matmul_qkv_rope,
-                                         fused_block.matmul_qkv_rope_reference)(
-                                             x, qkv_kernel, cos, sin)
+fused_sequence_mixer.defvjp(_fused_sequence_mixer_forward, _fused_sequence_mixer_backward)
 
 
 class _Kernel(nn.Module):
@@ -224,22 +187,6 @@ class SequenceMixer(nn.Module):
     return sequence_mixer(t, gate_up, down, self.rms_norm_eps)
 
 
-class FusedSwiGLUResidualNorm(nn.Module):
-  """`rms_norm(h + SwiGLU(width, expansion)(h))` with `SwiGLU`'s parameters, as two GPU
-  kernels (`fused_swiglu`, then `fused_residual_rms_norm` for down_proj); for forward-only
-  calls (`Block.fused_block`)."""
-  width: int
-  expansion: float
-  rms_norm_eps: float
-
-  @nn.compact
-  def __call__(self, h: Array) -> Array:
-    hidden = swiglu_hidden_width(self.width, self.expansion)
-    gate_up = _Kernel((self.width, 2 * hidden), name='gate_up_proj')()
-    down = _Kernel((hidden, self.width), name='down_proj')()
-    return fused_residual_rms_norm(fused_swiglu(h, gate_up), down, h, self.rms_norm_eps)
-
-
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[Array, Array]:
   """cos, sin tables `[seq_len, head_dim]` in float32, halves duplicated (rotate_half layout)."""
   inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
@@ -264,23 +211,15 @@ class Attention(nn.Module):
   dtype: Any = jnp.bfloat16
   implementation: str = 'auto'  # 'auto' | 'xla' | 'cudnn'
   cudnn_seq_multiple: int = 2  # See `_cudnn_attention`.
-  # Set (forward-only calls, `Block.fused_block`): return `rms_norm(x + attention(x))` with
-  # this eps, o_proj with the residual and norm as one GPU kernel, and the qkv projection
-  # with RoPE as another (`fused_residual_rms_norm`, `fused_qkv_rope`).
-  fused_block_eps: float | None = None
 
   @nn.compact
   def __call__(self, x: Array, rope: tuple[Array, Array] | None) -> Array:
     batch, seq, _ = x.shape
     head_dim = self.hidden_size // self.num_heads
-    if self.fused_block_eps is not None and rope is not None:
-      qkv_kernel = _Kernel((x.shape[-1], 3 * self.hidden_size), name='qkv_proj')()
-      query, key, value = fused_qkv_rope(x.astype(self.dtype), qkv_kernel, *rope)
-    else:
-      qkv = Linear(3 * self.hidden_size, self.dtype, splits=3, name='qkv_proj')(x)
-      query, key, value = (t.reshape(batch, seq, self.num_heads, head_dim) for t in qkv)
-      if rope is not None:
-        query, key = apply_rope(query, *rope), apply_rope(key, *rope)
+    qkv = Linear(3 * self.hidden_size, self.dtype, splits=3, name='qkv_proj')(x)
+    query, key, value = (t.reshape(batch, seq, self.num_heads, head_dim) for t in qkv)
+    if rope is not None:
+      query, key = apply_rope(query, *rope), apply_rope(key, *rope)
     implementation = self.implementation
     if implementation == 'auto':
       implementation = 'cudnn' if jax.default_backend() == 'gpu' else 'xla'
@@ -292,9 +231,6 @@ class Attention(nn.Module):
       raise ValueError(f"model.attention_impl: expected 'auto', 'xla' or 'cudnn', got "
                        f'{implementation!r}.')
     out = out.reshape(batch, seq, self.hidden_size)
-    if self.fused_block_eps is not None:
-      kernel = _Kernel((self.hidden_size, self.hidden_size), name='o_proj')()
-      return fused_residual_rms_norm(out, kernel, x, self.fused_block_eps)
     return Linear(self.hidden_size, self.dtype, name='o_proj')(out)
 
 
@@ -340,11 +276,6 @@ class Block(nn.Module):
   is `SequenceMixer` on its `[seq, batch x hidden]` view: no transpose, no padding; the same
   parameters and function. `fused_sequence_mlp` (with `sequence_major`): that mixer runs as
   one GPU kernel.
-
-  `fused_block`: the projections with their elementwise epilogues run as forward-only GPU
-  kernels (`fused_block`): the channel MLP's gate/up with the SwiGLU and down_proj with the
-  residual and norm (either mixer, either layout), and for attention also qkv with RoPE (with
-  rope tables) and o_proj with the residual and norm; same parameters, same rounding points.
   """
   hidden_size: int
   num_heads: int
@@ -357,7 +288,6 @@ class Block(nn.Module):
   sequence_major: bool = False
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 2
-  fused_block: bool = False
 
   @nn.compact
   def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
@@ -378,17 +308,11 @@ class Block(nn.Module):
       t = norm(t + mlp(t), count=self.seq_len)
       h = jnp.swapaxes(t[..., :self.seq_len], 1, 2)
     elif self.mixer == 'attention':
-      # With fused_block the attention returns the block's first norm itself.
       attention = Attention(self.hidden_size, self.num_heads, self.dtype, self.attention_impl,
-                            self.cudnn_seq_multiple,
-                            self.rms_norm_eps if self.fused_block else None, name='attention')
-      h = attention(h, rope) if self.fused_block else norm(h + attention(h, rope))
+                            self.cudnn_seq_multiple, name='attention')
+      h = norm(h + attention(h, rope))
     else:
       raise ValueError(f"model.mixer: expected 'attention' or 'mlp', got {self.mixer!r}.")
-    if self.fused_block:
-      # Rows of any layout: the channel MLP acts on the last (hidden) axis.
-      return FusedSwiGLUResidualNorm(self.hidden_size, self.expansion, self.rms_norm_eps,
-                                     name='mlp')(h)
     return norm(h + SwiGLU(self.hidden_size, self.expansion, self.dtype, name='mlp')(h))
 
 
@@ -406,7 +330,6 @@ class Network(nn.Module):
   sequence_major: bool = False  # h laid out [seq, batch, hidden] (see Block).
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 2
-  fused_block: bool = False  # Forward-only kernels of the projections (see Block).
 
   @nn.compact
   def __call__(self, h: Array, injection: Array | None,
@@ -416,6 +339,5 @@ class Network(nn.Module):
     for i in range(self.num_layers):
       h = Block(self.hidden_size, self.num_heads, self.expansion, self.mixer, self.seq_len,
                 self.rms_norm_eps, self.dtype, self.attention_impl, self.sequence_major,
-                self.fused_sequence_mlp, self.cudnn_seq_multiple, self.fused_block,
-                name=f'block_{i}')(h, rope)
+                self.fused_sequence_mlp, self.cudnn_seq_multiple, name=f'block_{i}')(h, rope)
     return h

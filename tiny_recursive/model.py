@@ -24,7 +24,6 @@ import flax
 import jax
 import jax.numpy as jnp
 
-from tiny_recursive import fused_block
 from tiny_recursive import layers
 from tiny_recursive import puzzle_embedding
 
@@ -54,9 +53,6 @@ class StepOutputs:
 
 
 ATTENTION_IMPLS = ('auto', 'xla', 'cudnn')
-# Backends on which forward-only network calls use the fused GPU kernels
-# (`model.fused_sequence_mlp`, `model.fused_block`); elsewhere XLA runs the same function.
-FUSED_KERNEL_BACKENDS = ('gpu',)
 MIXERS = ('attention', 'mlp')
 ACTIVATION_LAYOUTS = ('batch_major', 'sequence_major')
 
@@ -101,7 +97,6 @@ class ModelConfig:
   activation_layout: str = 'batch_major'
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 64
-  fused_block: bool = False
 
   def __post_init__(self):
     """Raises ValueError naming the `model.` key of the first invalid value."""
@@ -125,11 +120,6 @@ class ModelConfig:
          f"'sequence_major' needs model.mixer = 'mlp' (got {self.mixer!r})."),
         (not self.fused_sequence_mlp or self.activation_layout == 'sequence_major',
          'fused_sequence_mlp', "needs model.activation_layout = 'sequence_major'."),
-        (not self.fused_block or self.mixer != 'attention' or self.pos_encodings != 'rope'
-         or fused_block.is_tile_size(self.hidden_size // max(self.num_heads, 1) // 2),
-         'fused_block', f'with RoPE needs half a head (hidden_size / num_heads / 2 = '
-         f'{self.hidden_size // max(self.num_heads, 1) // 2}) to be a power of two, at least '
-         '16 (the qkv kernel\'s tile).'),
         (self.cudnn_seq_multiple >= 1, 'cudnn_seq_multiple',
          f'must be at least 1, got {self.cudnn_seq_multiple}.'),
         (self.hidden_size % self.num_heads == 0, 'hidden_size',
@@ -229,12 +219,12 @@ class RecursiveModel:
     """Whether the networks run on `[seq, batch, hidden]` activations (see layers.Block)."""
     return self.config.activation_layout == 'sequence_major'
 
-  def _network(self, num_layers: int, sequence_major: bool = False, fused: bool = False,
-               fused_block: bool = False) -> layers.Network:
+  def _network(self, num_layers: int, sequence_major: bool = False,
+               fused: bool = False) -> layers.Network:
     c = self.config
     return layers.Network(num_layers, c.hidden_size, c.num_heads, c.expansion, c.mixer,
                           self.total_len, c.rms_norm_eps, self.dtype, c.attention_impl,
-                          sequence_major, fused, c.cudnn_seq_multiple, fused_block)
+                          sequence_major, fused, c.cudnn_seq_multiple)
 
   @property
   def network_names(self) -> tuple[str, ...]:
@@ -344,13 +334,12 @@ class RecursiveModel:
     """Returns f(h, injection) applying network `name`.
 
     Differentiated calls are rematerialised as `model.remat_policy` says; the others may use
-    the forward-only fused kernels (`model.fused_sequence_mlp`, `model.fused_block`; on the
-    `FUSED_KERNEL_BACKENDS` only: elsewhere the same function runs in XLA).
+    the forward-only fused sequence-MLP kernel (`model.fused_sequence_mlp`, GPU only:
+    elsewhere the same function runs in XLA).
     """
-    forward_only = not differentiated and jax.default_backend() in FUSED_KERNEL_BACKENDS
-    c = self.config
-    network = self._network(self._num_layers(name), self.sequence_major,
-                            c.fused_sequence_mlp and forward_only, c.fused_block and forward_only)
+    fused = (self.config.fused_sequence_mlp and not differentiated
+             and jax.default_backend() == 'gpu')
+    network = self._network(self._num_layers(name), self.sequence_major, fused)
     rope = self._rope()
 
     def apply(net_params, h, injection):
@@ -451,8 +440,7 @@ class RecursiveModel:
         None (training, default evaluation) builds exactly the graph without it.
       differentiated: False when no gradient of this step is taken (evaluation, the
         bootstrapped Q target): the last cycle is then built like the others, without
-        rematerialisation and eligible for `model.fused_sequence_mlp` and
-        `model.fused_block`.
+        rematerialisation and eligible for `model.fused_sequence_mlp`.
 
     Returns:
       (new_z_H, new_z_L) with gradients stopped (the carry of the next step), and StepOutputs.

@@ -47,10 +47,6 @@ def get_base_config() -> ml_collections.ConfigDict:
   # With 'sequence_major': the sequence MLP of the calls without gradient as one GPU kernel
   # (tiny_recursive/fused_sequence_mlp.py); other backends run the same function in XLA.
   model.fused_sequence_mlp = False
-  # In the calls without gradient, the channel MLP's gate/up with the SwiGLU and down_proj with
-  # its residual and RMSNorm, and for attention also qkv with RoPE and o_proj with its residual
-  # and RMSNorm, as GPU kernels (tiny_recursive/fused_block.py); other backends run XLA.
-  model.fused_block = False
   # cuDNN attention runs on the sequence zero-padded to the smallest even multiple of this (the
   # padding masked out; cuDNN trains on even lengths only). 2: odd lengths gain one row
   # (Sudoku 97 -> 98, ARC 916 as is); 64 was the setting before (layers._cudnn_attention).
