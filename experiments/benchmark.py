@@ -9,6 +9,7 @@ warmup_s, train_step_ms, train_examples_per_s, train_tflops, eval_puzzles_per_s,
 
 import json
 import os
+import pathlib
 import time
 
 from absl import flags
@@ -19,6 +20,7 @@ from ml_collections import config_flags
 
 from experiments import cli
 from experiments import profiling
+from tiny_recursive import atomic_files
 from tiny_recursive import evaluation
 from tiny_recursive import flops
 from tiny_recursive import model as model_lib
@@ -33,7 +35,9 @@ _NUM_IDS = flags.DEFINE_integer('num_puzzle_identifiers', 1000,
                                 'Rows of the puzzle-embedding table to benchmark with.')
 _SKIP_EVAL = flags.DEFINE_bool('skip_eval', False, 'Time only the train step.')
 _PROFILE_DIR = flags.DEFINE_string(
-    'profile_dir', '', 'If set, also trace 3 train steps there and print device time per kernel.')
+    'profile_dir', '',
+    'If set, also trace 3 train steps there (and write the train step\'s optimized HLO, '
+    'train_step.hlo.txt) and print device time per kernel, naming what each fusion computes.')
 
 
 def random_batch(rng: np.random.Generator, batch: int, seq_len: int, vocab: int,
@@ -111,7 +115,13 @@ def main(argv):
       for _ in range(3):
         state, metrics = train_step(state, batch)
       jax.block_until_ready((state, metrics))
-    print(profiling.kernel_table(trace_dir, steps=3), flush=True)
+    # The program just traced, from the compilation cache; its HLO names what each fusion does.
+    hlo_text = train_step.lower(state, batch).compile().as_text()
+    atomic_files.write_atomically(os.path.join(_PROFILE_DIR.value, 'train_step.hlo.txt'),
+                                  lambda path: pathlib.Path(path).write_text(hlo_text))
+    print(profiling.kernel_table(trace_dir, steps=3,
+                                 descriptions=profiling.fusion_descriptions(hlo_text)),
+          flush=True)
   print(json.dumps(result), flush=True)
 
 

@@ -1,18 +1,22 @@
-"""Summarises a JAX Perfetto trace: device time per kind of kernel and per kernel, largest first."""
+"""Summarises a JAX Perfetto trace: device time per kind of kernel and per kernel, largest first.
+
+With the compiled program's HLO text, each XLA fusion among the largest kernels is named by
+what it computes: its output shape and the JAX operation it came from (`fusion_descriptions`).
+"""
 
 import collections
 import glob
 import gzip
 import json
 import os
+import re
 
 
 # Kinds of GPU kernels, by name: the first pattern a (lower-cased) kernel name contains.
 KERNEL_KINDS = (
     ('attention (cuDNN)', ('cudnn', 'sdpa', 'flash')),
     ('GEMM (cuBLAS, XLA Triton GEMM)', ('nvjet', 'gemm', 'cublas', 'sm90_xmma', 'cutlass')),
-    ('Pallas kernels', ('matmul_residual_rms_norm', 'matmul_swiglu', 'matmul_qkv_rope',
-                        'fused_sequence_mlp', 'pallas')),
+    ('Pallas kernels', ('fused_sequence_mlp', 'pallas')),
     ('transposes and layout copies', ('transpose', 'copy', 'bitcast')),
     ('padding and slicing', ('pad', 'slice', 'concatenate', 'dynamic_update')),
     ('reductions (norms, losses)', ('reduce',)),
@@ -39,8 +43,35 @@ def kind_lines(totals: dict[str, float], steps: int) -> list[str]:
           for kind, dur in by_kind.most_common()]
 
 
-def kernel_table(trace_dir: str, steps: int, top: int = 25) -> str:
-  """Reads the newest *.trace.json.gz under `trace_dir`; returns a text table per step."""
+_FUSION = re.compile(r'^\s*(?:ROOT\s+)?%?(?P<name>[\w.\-]+)\s*=\s*(?P<shape>.+?)\s+fusion\(')
+_OP_NAME = re.compile(r'op_name="(?P<op>[^"]*)"')
+
+
+def fusion_descriptions(hlo_text: str) -> dict[str, str]:
+  """Kernel name -> 'output shape <- JAX operation' for every fusion of an optimized HLO module.
+
+  XLA names a fusion's GPU kernel after the instruction, dots and dashes made underscores
+  (`%loop_multiply_fusion.55` runs as `loop_multiply_fusion_55`); the operation is the
+  fusion's `op_name` metadata without its leading `jit(...)/`.
+  """
+  descriptions = {}
+  for line in hlo_text.splitlines():
+    match = _FUSION.match(line)
+    if not match:
+      continue
+    shape = re.sub(r'\{[^{}]*\}', '', match['shape'])  # Drop layouts: bf16[8,4]{1,0}.
+    op = _OP_NAME.search(line)
+    what = re.sub(r'^jit\([^)]*\)/', '', op['op']) if op else 'no op_name'
+    descriptions[re.sub(r'[.\-]', '_', match['name'])] = f'{shape} <- {what}'
+  return descriptions
+
+
+def kernel_table(trace_dir: str, steps: int, top: int = 25,
+                 descriptions: dict[str, str] | None = None) -> str:
+  """Reads the newest *.trace.json.gz under `trace_dir`; returns a text table per step.
+
+  `descriptions` (from `fusion_descriptions`) are appended to the kernels they name.
+  """
   paths = sorted(glob.glob(os.path.join(trace_dir, '**', '*.trace.json.gz'), recursive=True),
                  key=os.path.getmtime)
   if not paths:
@@ -62,6 +93,9 @@ def kernel_table(trace_dir: str, steps: int, top: int = 25) -> str:
            'by kind:', *kind_lines(totals, steps), 'largest kernels:']
   for name, dur in totals.most_common(top):
     ms = dur / steps / 1e3
-    lines.append(f'{ms:8.2f} ms {100 * ms / max(total_ms, 1e-9):5.1f}% '
-                 f'x{counts[name] // steps:4d}  {name[:120]}')
+    line = (f'{ms:8.2f} ms {100 * ms / max(total_ms, 1e-9):5.1f}% '
+            f'x{counts[name] // steps:4d}  {name[:120]}')
+    if descriptions and name in descriptions:
+      line += f'  [{descriptions[name][:160]}]'
+    lines.append(line)
   return '\n'.join(lines)
