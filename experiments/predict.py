@@ -43,8 +43,7 @@ ARCHITECTURE_KEYS = ('arch', 'hidden_size', 'num_heads', 'expansion', 'num_layer
                      'hrm_high_layers', 'hrm_low_layers', 'h_cycles', 'l_cycles', 'mixer',
                      'pos_encodings', 'rope_theta', 'rms_norm_eps', 'puzzle_emb_len',
                      'puzzle_emb_ndim')
-# Settings that choose the program for the same function (layers.Block, layers._cudnn_attention,
-# the forward-only kernel).
+# Settings that choose the program for the same function (layers.Block, layers._cudnn_attention).
 # In bfloat16 each program rounds differently, and 16 or more recursive supervision steps carry
 # a rounding difference far enough to change single answers; so a checkpoint is run, unless a
 # flag names the key, with the values it was trained and measured with.
