@@ -1,5 +1,6 @@
 """The documentation's relative links point to files that exist, and their #anchors to headings."""
 
+import functools
 import pathlib
 import re
 
@@ -26,6 +27,7 @@ def heading_anchor(heading: str) -> str:
   return re.sub(r'[^\w\- ]', '', heading.strip().lower()).replace(' ', '-')
 
 
+@functools.cache  # A document is linked many times; read its headings once.
 def _anchors(path: pathlib.Path) -> set[str]:
   return {heading_anchor(line.lstrip('#')) for _, line in _prose_lines(path)
           if line.startswith('#')}
