@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from tiny_recursive import fused_sequence_mlp
+from tiny_recursive import swiglu_gemm
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -105,19 +106,60 @@ class SwiGLU(nn.Module):
 
   `padded_width` > width: `x`'s last axis is `width` real entries followed by zeros up to
   `padded_width`; the output then has the same zero-padded layout.
+  `fused`: the gate/up projection and its product run as one GPU kernel
+  (`fused_swiglu_projection`) where `swiglu_gemm.supported` takes the shapes; elsewhere the
+  same function runs in XLA. The parameters are the same either way.
   """
   width: int
   expansion: float
   dtype: Any = jnp.bfloat16
   padded_width: int = 0
+  fused: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
     hidden = swiglu_hidden_width(self.width, self.expansion)
-    gate, up = Linear(2 * hidden, self.dtype, splits=2, in_features=self.width,
-                      name='gate_up_proj')(x)
+    rows = math.prod(x.shape[:-1])
+    if (self.fused and x.shape[-1] == self.width
+        and swiglu_gemm.supported(rows, self.width, hidden)):
+      gate_up = _Kernel((self.width, 2 * hidden), name='gate_up_proj')()
+      product = fused_swiglu_projection(x.astype(self.dtype).reshape(rows, self.width),
+                                        gate_up).reshape(*x.shape[:-1], hidden)
+    else:
+      gate, up = Linear(2 * hidden, self.dtype, splits=2, in_features=self.width,
+                        name='gate_up_proj')(x)
+      product = jax.nn.silu(gate) * up
     return Linear(self.width, self.dtype, padded_features=self.padded_width,
-                  name='down_proj')(jax.nn.silu(gate) * up)
+                  name='down_proj')(product)
+
+
+def swiglu_projection(x: Array, gate_up_kernel: Array) -> Array:
+  """`silu(x @ gate) * (x @ up)` as `SwiGLU` computes it in XLA (`x` in the compute dtype,
+  the kernel cast to it)."""
+  hidden = gate_up_kernel.shape[1] // 2
+  kernel = gate_up_kernel.astype(x.dtype)
+  return jax.nn.silu(jnp.dot(x, kernel[:, :hidden])) * jnp.dot(x, kernel[:, hidden:])
+
+
+@jax.custom_vjp
+def fused_swiglu_projection(x: Array, gate_up_kernel: Array) -> Array:
+  """`swiglu_projection` computed by one GPU kernel (`swiglu_gemm`); its gradient is
+  `swiglu_projection`'s, recomputed in XLA, so it pays off for calls that are not
+  differentiated."""
+  return swiglu_gemm.swiglu_projection(x, gate_up_kernel)
+
+
+def _fused_swiglu_projection_forward(x, gate_up_kernel):
+  return swiglu_gemm.swiglu_projection(x, gate_up_kernel), (x, gate_up_kernel)
+
+
+def _fused_swiglu_projection_backward(residuals, cotangent):
+  _, vjp = jax.vjp(swiglu_projection, *residuals)
+  return vjp(cotangent)
+
+
+fused_swiglu_projection.defvjp(_fused_swiglu_projection_forward,
+                               _fused_swiglu_projection_backward)
 
 
 def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: float) -> Array:
@@ -275,7 +317,8 @@ class Block(nn.Module):
   `sequence_major` (mixer='mlp' only): `h` is laid out `[seq, batch, hidden]` and the mixer
   is `SequenceMixer` on its `[seq, batch x hidden]` view: no transpose, no padding; the same
   parameters and function. `fused_sequence_mlp` (with `sequence_major`): that mixer runs as
-  one GPU kernel.
+  one GPU kernel. `fused_swiglu`: the channel MLP's gate/up projection with its product runs
+  as one GPU kernel (`SwiGLU.fused`).
   """
   hidden_size: int
   num_heads: int
@@ -288,6 +331,7 @@ class Block(nn.Module):
   sequence_major: bool = False
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 2
+  fused_swiglu: bool = False
 
   @nn.compact
   def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
@@ -313,7 +357,9 @@ class Block(nn.Module):
       h = norm(h + attention(h, rope))
     else:
       raise ValueError(f"model.mixer: expected 'attention' or 'mlp', got {self.mixer!r}.")
-    return norm(h + SwiGLU(self.hidden_size, self.expansion, self.dtype, name='mlp')(h))
+    mlp = SwiGLU(self.hidden_size, self.expansion, self.dtype, fused=self.fused_swiglu,
+                 name='mlp')
+    return norm(h + mlp(h))
 
 
 class Network(nn.Module):
@@ -330,6 +376,7 @@ class Network(nn.Module):
   sequence_major: bool = False  # h laid out [seq, batch, hidden] (see Block).
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 2
+  fused_swiglu: bool = False
 
   @nn.compact
   def __call__(self, h: Array, injection: Array | None,
@@ -339,5 +386,6 @@ class Network(nn.Module):
     for i in range(self.num_layers):
       h = Block(self.hidden_size, self.num_heads, self.expansion, self.mixer, self.seq_len,
                 self.rms_norm_eps, self.dtype, self.attention_impl, self.sequence_major,
-                self.fused_sequence_mlp, self.cudnn_seq_multiple, name=f'block_{i}')(h, rope)
+                self.fused_sequence_mlp, self.cudnn_seq_multiple, self.fused_swiglu,
+                name=f'block_{i}')(h, rope)
     return h

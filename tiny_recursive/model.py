@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from tiny_recursive import layers
 from tiny_recursive import puzzle_embedding
+from tiny_recursive import swiglu_gemm
 
 Array = jax.Array
 Params = Any
@@ -39,6 +40,14 @@ REMAT_POLICIES = {
     'dots': jax.checkpoint_policies.dots_saveable,
     'dots_no_batch': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
 }
+
+
+def traced_per_device() -> bool:
+  """Whether the code being traced computes one device's rows: a single device, or inside
+  `shard_map` (the train step). XLA does not partition Pallas kernels: in a jit over several
+  devices (the evaluation passes) each device would run them on the whole gathered batch, so
+  the fused kernels are used only here."""
+  return jax.device_count() == 1 or bool(jax.sharding.get_abstract_mesh().manual_axes)
 
 
 @flax.struct.dataclass
@@ -97,6 +106,7 @@ class ModelConfig:
   activation_layout: str = 'batch_major'
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 64
+  fused_swiglu: bool = False
 
   def __post_init__(self):
     """Raises ValueError naming the `model.` key of the first invalid value."""
@@ -220,11 +230,11 @@ class RecursiveModel:
     return self.config.activation_layout == 'sequence_major'
 
   def _network(self, num_layers: int, sequence_major: bool = False,
-               fused: bool = False) -> layers.Network:
+               fused: bool = False, fused_swiglu: bool = False) -> layers.Network:
     c = self.config
     return layers.Network(num_layers, c.hidden_size, c.num_heads, c.expansion, c.mixer,
                           self.total_len, c.rms_norm_eps, self.dtype, c.attention_impl,
-                          sequence_major, fused, c.cudnn_seq_multiple)
+                          sequence_major, fused, c.cudnn_seq_multiple, fused_swiglu)
 
   @property
   def network_names(self) -> tuple[str, ...]:
@@ -334,12 +344,17 @@ class RecursiveModel:
     """Returns f(h, injection) applying network `name`.
 
     Differentiated calls are rematerialised as `model.remat_policy` says; the others may use
-    the forward-only fused sequence-MLP kernel (`model.fused_sequence_mlp`, GPU only:
-    elsewhere the same function runs in XLA).
+    the forward-only kernels: the fused sequence MLP (`model.fused_sequence_mlp`, GPU only)
+    and the fused SwiGLU projection (`model.fused_swiglu`, Hopper GPUs only), where the
+    traced code sees one device's rows (`traced_per_device`); elsewhere the same functions
+    run in XLA.
     """
-    fused = (self.config.fused_sequence_mlp and not differentiated
+    per_device = traced_per_device()
+    fused = (self.config.fused_sequence_mlp and not differentiated and per_device
              and jax.default_backend() == 'gpu')
-    network = self._network(self._num_layers(name), self.sequence_major, fused)
+    fused_swiglu = (self.config.fused_swiglu and not differentiated and per_device
+                    and swiglu_gemm.available())
+    network = self._network(self._num_layers(name), self.sequence_major, fused, fused_swiglu)
     rope = self._rope()
 
     def apply(net_params, h, injection):
