@@ -13,14 +13,13 @@ distance to the float32 product. Needs a Hopper GPU for the kernel rows.
 """
 
 import json
-import statistics
-import time
 
 from absl import flags
 import jax
 import jax.numpy as jnp
 
 from experiments import cli
+from experiments import timing
 from tiny_recursive import swiglu_gemm
 
 _SHAPES = flags.DEFINE_list('shapes', ['sudoku', 'arc'],
@@ -38,17 +37,6 @@ def xla_swiglu_projection(x: jax.Array, gate_up_kernel: jax.Array) -> jax.Array:
   hidden = gate_up_kernel.shape[1] // 2
   kernel = gate_up_kernel.astype(x.dtype)
   return jax.nn.silu(jnp.dot(x, kernel[:, :hidden])) * jnp.dot(x, kernel[:, hidden:])
-
-
-def _median_ms(fn, inputs) -> float:
-  jax.block_until_ready([fn(*args) for args in inputs])
-  runs = []
-  for _ in range(_REPS.value):
-    start = time.perf_counter()
-    out = [fn(*inputs[i % len(inputs)]) for i in range(_CALLS)]
-    jax.block_until_ready(out)
-    runs.append((time.perf_counter() - start) / _CALLS)
-  return statistics.median(runs) * 1e3
 
 
 def _parse_shape(name: str) -> tuple[int, int, int]:
@@ -92,7 +80,7 @@ def main(argv):
       try:
         out = fn(*inputs[0]).astype(jnp.float32)
         row['rel_error'] = float(f'{float(jnp.linalg.norm(out - reference) / jnp.linalg.norm(reference)):.2e}')
-        row['ms'] = round(_median_ms(fn, inputs), 4)
+        row['ms'] = round(timing.rotating_median_ms(fn, inputs, _REPS.value, _CALLS), 4)
         row['tflops'] = round(flop / row['ms'] / 1e9, 1)
       except Exception as e:  # pylint: disable=broad-except
         row['failed'] = f'{type(e).__name__}: {str(e)[:300]}'

@@ -49,8 +49,8 @@ ARCHITECTURE_KEYS = ('arch', 'hidden_size', 'num_heads', 'expansion', 'num_layer
 # flag names the key, with the values it was trained and measured with.
 # Keys that go together (the fused kernel needs the sequence-major layout) are taken over, or
 # left as configured, together.
-PROGRAM_KEYS = (('activation_layout', 'fused_sequence_mlp'), ('cudnn_seq_multiple',),
-                ('fused_swiglu',))
+PROGRAM_KEYS = (('activation_layout', 'fused_sequence_mlp'),
+                ('cudnn_seq_multiple', 'pad_sequence_once'), ('fused_swiglu',))
 
 
 def load_inputs(path: str, *, seq_len: int, vocab_size: int,

@@ -38,3 +38,18 @@ def measure(fn: Callable[[jax.Array], jax.Array], x: jax.Array, reference: jax.A
     return {'failed': f'{type(e).__name__}: {str(e)[:200]}'}
   return {'ms': round(ms, 3), 'tflops': round(flop / ms / 1e9, 1),
           'rel_error': float(f'{error:.2e}')}
+
+
+def rotating_median_ms(fn: Callable[..., jax.Array], inputs: list[tuple[jax.Array, ...]],
+                       reps: int, calls: int = 30) -> float:
+  """Milliseconds per call of the jitted `fn`: `calls` calls dispatched back to back,
+  rotating over the argument tuples in `inputs` (so no call reads an input the previous one
+  left in the cache), timed `reps` times after one call per tuple; the median."""
+  jax.block_until_ready([fn(*args) for args in inputs])
+  runs = []
+  for _ in range(reps):
+    start = time.perf_counter()
+    out = [fn(*inputs[i % len(inputs)]) for i in range(calls)]
+    jax.block_until_ready(out)
+    runs.append((time.perf_counter() - start) / calls)
+  return statistics.median(runs) * 1e3

@@ -11,7 +11,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'tiny_recursive'
 
 LAYERS = (
     ('atomic_files', 'checkpointing', 'fused_sequence_mlp', 'layers', 'losses',
-     'metrics_logging', 'optimizers', 'puzzle_embedding', 'sharding'),
+     'metrics_logging', 'optimizers', 'puzzle_embedding', 'sharding', 'swiglu_gemm'),
     ('data.arc_encoding', 'data.augmentation', 'data.sources', 'data.puzzle_sources',
      'data.packing', 'data.pipeline', 'rendering'),
     ('model', 'flops', 'torch_import'),

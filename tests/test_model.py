@@ -521,3 +521,70 @@ def test_cudnn_attention_padding_is_invisible(monkeypatch, seq, multiple, padded
   assert seen == [(padded_len, padded_len != seq)]
   np.testing.assert_allclose(out, layers._xla_attention(query, key, value), rtol=1e-5,
                              atol=1e-5)
+
+
+def _masked_xla_as_cudnn(query, key, value, multiple=2, real_len=None):
+  """Stands in for cuDNN on CPU: the same function (padding masked out) in XLA."""
+  del multiple
+  return layers._xla_attention(query, key, value, real_len)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('pos_encodings', ['rope', 'learned'])
+def test_padding_the_sequence_once_computes_the_same_step(monkeypatch, make_tiny_model,
+                                                          make_random_variables,
+                                                          pos_encodings):
+  monkeypatch.setattr(layers, '_cudnn_attention', _masked_xla_as_cudnn)
+  # 6 tokens + 1 puzzle position: 7, padded to 8 for cuDNN.
+  options = dict(attention_impl='cudnn', puzzle_emb_len=1, pos_encodings=pos_encodings)
+  plain = make_tiny_model(**options)
+  once = make_tiny_model(pad_sequence_once=True, **options)
+  assert (plain.total_len, plain.network_len, once.network_len) == (7, 7, 8)
+  # The same parameters, drawn the same: checkpoints move freely between the two.
+  for a, b in zip(jax.tree.leaves(plain.init(jax.random.key(1))),
+                  jax.tree.leaves(once.init(jax.random.key(1)))):
+    np.testing.assert_array_equal(a, b)
+  variables = make_random_variables(plain)
+  rng = np.random.default_rng(0)
+  inputs = jnp.asarray(rng.integers(0, 5, (3, 6)), jnp.int32)
+  rows = jnp.asarray(rng.normal(size=(3, 16)), jnp.float32)
+  z_H, z_L = (jnp.asarray(rng.normal(size=(3, 7, 16)), jnp.float32) for _ in range(2))
+  noise = lambda z, u: z + 0.01 * (u + 1)  # Test-time noise sees the real positions only.
+
+  def step(model, **kwargs):
+    return model.supervision_step(variables['params'], rows, z_H, z_L, inputs, **kwargs)
+
+  for kwargs in ({}, {'perturb_latent': noise, 'differentiated': False}):
+    (h, l), out = step(plain, **kwargs)
+    (h_once, l_once), out_once = step(once, **kwargs)
+    assert h_once.shape == h.shape == (3, 7, 16) and l_once.shape == l.shape
+    # Same function; float32 rounding differs (reductions over 8 keys instead of 7) and the
+    # 9 network calls of a step carry it to about 2e-5. Attending to the padding would
+    # differ by 0.1 and more (a single network call: see the next test).
+    for got, expected in ((h_once, h), (l_once, l), (out_once.logits, out.logits),
+                          (out_once.q_halt, out.q_halt)):
+      np.testing.assert_allclose(got, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_attention_masks_the_padding_positions():
+  rng = np.random.default_rng(0)
+  h = jnp.asarray(rng.normal(size=(3, 7, 16)), jnp.float32)
+  padded = jnp.pad(h, ((0, 0), (0, 1), (0, 0)))
+  network = lambda seq, real_len=0: layers.Network(2, 16, 2, 2.0, 'attention', seq, 1e-5,
+                                                   jnp.float32, 'xla', real_len=real_len)
+  rope = lambda seq: layers.rope_tables(seq, 8, 1e4)
+  params = network(7).init(jax.random.key(0), h, None, rope(7))
+  expected = network(7).apply(params, h, None, rope(7))
+  masked = network(8, real_len=7).apply(params, padded, None, rope(8))[:, :7]
+  np.testing.assert_allclose(masked, expected, rtol=1e-5, atol=1e-5)
+  unmasked = network(8).apply(params, padded, None, rope(8))[:, :7]
+  assert np.abs(unmasked - expected).max() > 0.1
+
+
+def test_padding_the_sequence_once_only_with_cudnn_on_an_odd_length(make_tiny_model):
+  assert make_tiny_model(pad_sequence_once=True).network_len == 8  # XLA on CPU: never padded
+  assert make_tiny_model(pad_sequence_once=True, puzzle_emb_len=1).network_len == 7
+  assert make_tiny_model(pad_sequence_once=True, puzzle_emb_len=1,
+                         attention_impl='cudnn').network_len == 8
+  assert make_tiny_model(pad_sequence_once=True, attention_impl='cudnn').network_len == 8
+  assert make_tiny_model(pad_sequence_once=True, puzzle_emb_len=1, attention_impl='cudnn',
+                         mixer='mlp').network_len == 7

@@ -1,6 +1,5 @@
 """The fused SwiGLU projection kernel (Mosaic GPU interpreter on CPU) against XLA's."""
 
-import functools
 import os
 import pathlib
 import subprocess

@@ -246,13 +246,31 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
   return out.astype(x.dtype)
 
 
+def resolve_attention_impl(implementation: str) -> str:
+  """'auto' is cuDNN on GPU and XLA elsewhere; other values are returned as given."""
+  if implementation == 'auto':
+    return 'cudnn' if jax.default_backend() == 'gpu' else 'xla'
+  return implementation
+
+
+def cudnn_padded_len(seq: int, multiple: int) -> int:
+  """The length cuDNN attention runs on: the smallest even multiple of `multiple` >= seq."""
+  return find_multiple(seq, math.lcm(multiple, 2))
+
+
 class Attention(nn.Module):
-  """Non-causal multi-head self-attention with one fused qkv projection and no biases."""
+  """Non-causal multi-head self-attention with one fused qkv projection and no biases.
+
+  `real_len` (0: all): `x`'s sequence carries trailing positions that no query may attend to
+  (the sequence padded once for cuDNN by the caller, `model.pad_sequence_once`); their own
+  outputs are computed but meaningless.
+  """
   hidden_size: int
   num_heads: int
   dtype: Any = jnp.bfloat16
   implementation: str = 'auto'  # 'auto' | 'xla' | 'cudnn'
   cudnn_seq_multiple: int = 2  # See `_cudnn_attention`.
+  real_len: int = 0
 
   @nn.compact
   def __call__(self, x: Array, rope: tuple[Array, Array] | None) -> Array:
@@ -262,13 +280,12 @@ class Attention(nn.Module):
     query, key, value = (t.reshape(batch, seq, self.num_heads, head_dim) for t in qkv)
     if rope is not None:
       query, key = apply_rope(query, *rope), apply_rope(key, *rope)
-    implementation = self.implementation
-    if implementation == 'auto':
-      implementation = 'cudnn' if jax.default_backend() == 'gpu' else 'xla'
+    real_len = self.real_len if 0 < self.real_len < seq else None
+    implementation = resolve_attention_impl(self.implementation)
     if implementation == 'xla':
-      out = _xla_attention(query, key, value)
+      out = _xla_attention(query, key, value, real_len)
     elif implementation == 'cudnn':
-      out = _cudnn_attention(query, key, value, self.cudnn_seq_multiple)
+      out = _cudnn_attention(query, key, value, self.cudnn_seq_multiple, real_len)
     else:
       raise ValueError(f"model.attention_impl: expected 'auto', 'xla' or 'cudnn', got "
                        f'{implementation!r}.')
@@ -276,15 +293,21 @@ class Attention(nn.Module):
     return Linear(self.hidden_size, self.dtype, name='o_proj')(out)
 
 
-def _xla_attention(query: Array, key: Array, value: Array) -> Array:
-  """Softmax attention `[batch, seq, heads, head_dim]`; softmax in float32."""
+def _xla_attention(query: Array, key: Array, value: Array,
+                   real_len: int | None = None) -> Array:
+  """Softmax attention `[batch, seq, heads, head_dim]`; softmax in float32. `real_len`: keys
+  from this position on are masked out."""
   scale = 1.0 / math.sqrt(query.shape[-1])
   logits = jnp.einsum('bqhd,bkhd->bhqk', query, key, preferred_element_type=jnp.float32)
-  weights = jax.nn.softmax(logits * scale, axis=-1).astype(value.dtype)
+  logits = logits * scale
+  if real_len is not None:
+    logits = jnp.where(jnp.arange(key.shape[1]) < real_len, logits, -jnp.inf)
+  weights = jax.nn.softmax(logits, axis=-1).astype(value.dtype)
   return jnp.einsum('bhqk,bkhd->bqhd', weights, value)
 
 
-def _cudnn_attention(query: Array, key: Array, value: Array, multiple: int = 2) -> Array:
+def _cudnn_attention(query: Array, key: Array, value: Array, multiple: int = 2,
+                     real_len: int | None = None) -> Array:
   """cuDNN fused (flash) attention on the sequence zero-padded to the smallest even multiple
   of `multiple`, the padded keys masked out by sequence lengths and the padded queries cut
   off.
@@ -294,9 +317,16 @@ def _cudnn_attention(query: Array, key: Array, value: Array, multiple: int = 2) 
   default) pads only odd lengths, by one row: Sudoku 97 -> 98, ARC 916 unpadded. 64, the
   setting before, padded Sudoku to 128 and ARC to 960, and its padding copies cost 7.5 ms and
   11.1 ms per step on an H200 (`model.cudnn_seq_multiple`, docs/benchmarks.md).
+
+  `real_len`: the caller padded the sequence already (`model.pad_sequence_once`): only the
+  first `real_len` positions are real, and nothing is padded or cut here.
   """
+  if real_len is not None:
+    lengths = jnp.full((query.shape[0],), real_len, jnp.int32)
+    return jax.nn.dot_product_attention(query, key, value, query_seq_lengths=lengths,
+                                        key_value_seq_lengths=lengths, implementation='cudnn')
   seq = query.shape[1]
-  padded = find_multiple(seq, math.lcm(multiple, 2))
+  padded = cudnn_padded_len(seq, multiple)
   if padded == seq:
     return jax.nn.dot_product_attention(query, key, value, implementation='cudnn')
   pad = ((0, 0), (0, padded - seq), (0, 0), (0, 0))
@@ -332,6 +362,7 @@ class Block(nn.Module):
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 2
   fused_swiglu: bool = False
+  real_len: int = 0  # Attention only: see `Attention.real_len`.
 
   @nn.compact
   def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
@@ -353,7 +384,7 @@ class Block(nn.Module):
       h = jnp.swapaxes(t[..., :self.seq_len], 1, 2)
     elif self.mixer == 'attention':
       attention = Attention(self.hidden_size, self.num_heads, self.dtype, self.attention_impl,
-                            self.cudnn_seq_multiple, name='attention')
+                            self.cudnn_seq_multiple, self.real_len, name='attention')
       h = norm(h + attention(h, rope))
     else:
       raise ValueError(f"model.mixer: expected 'attention' or 'mlp', got {self.mixer!r}.")
@@ -377,6 +408,7 @@ class Network(nn.Module):
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 2
   fused_swiglu: bool = False
+  real_len: int = 0  # Attention only: see `Attention.real_len`.
 
   @nn.compact
   def __call__(self, h: Array, injection: Array | None,
@@ -387,5 +419,5 @@ class Network(nn.Module):
       h = Block(self.hidden_size, self.num_heads, self.expansion, self.mixer, self.seq_len,
                 self.rms_norm_eps, self.dtype, self.attention_impl, self.sequence_major,
                 self.fused_sequence_mlp, self.cudnn_seq_multiple, self.fused_swiglu,
-                name=f'block_{i}')(h, rope)
+                self.real_len, name=f'block_{i}')(h, rope)
     return h

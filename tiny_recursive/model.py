@@ -107,6 +107,7 @@ class ModelConfig:
   fused_sequence_mlp: bool = False
   cudnn_seq_multiple: int = 64
   fused_swiglu: bool = False
+  pad_sequence_once: bool = False
 
   def __post_init__(self):
     """Raises ValueError naming the `model.` key of the first invalid value."""
@@ -221,6 +222,18 @@ class RecursiveModel:
     return self.seq_len + self.puzzle_emb_len
 
   @property
+  def network_len(self) -> int:
+    """Positions the networks run on: `total_len`, or with `model.pad_sequence_once` and
+    cuDNN attention the length cuDNN pads to (`layers.cudnn_padded_len`): the sequence is
+    then padded once per supervision step instead of in every attention call, the extra
+    positions masked out as keys and dropped before the heads."""
+    c = self.config
+    if (c.pad_sequence_once and c.mixer == 'attention'
+        and layers.resolve_attention_impl(c.attention_impl) == 'cudnn'):
+      return layers.cudnn_padded_len(self.total_len, c.cudnn_seq_multiple)
+    return self.total_len
+
+  @property
   def dtype(self) -> Any:
     return jnp.dtype(self.config.forward_dtype)
 
@@ -232,9 +245,11 @@ class RecursiveModel:
   def _network(self, num_layers: int, sequence_major: bool = False,
                fused: bool = False, fused_swiglu: bool = False) -> layers.Network:
     c = self.config
+    real_len = self.total_len if self.network_len != self.total_len else 0
     return layers.Network(num_layers, c.hidden_size, c.num_heads, c.expansion, c.mixer,
-                          self.total_len, c.rms_norm_eps, self.dtype, c.attention_impl,
-                          sequence_major, fused, c.cudnn_seq_multiple, fused_swiglu)
+                          self.network_len, c.rms_norm_eps, self.dtype, c.attention_impl,
+                          sequence_major, fused, c.cudnn_seq_multiple, fused_swiglu,
+                          real_len)
 
   @property
   def network_names(self) -> tuple[str, ...]:
@@ -264,7 +279,7 @@ class RecursiveModel:
     if c.pos_encodings == 'learned':
       params['embed_pos'] = {'embedding': layers.truncated_normal(embed_std)(
           keys[2], (self.total_len, c.hidden_size))}
-    dummy = jnp.zeros((1, self.total_len, c.hidden_size), self.dtype)
+    dummy = jnp.zeros((1, self.network_len, c.hidden_size), self.dtype)
     for i, name in enumerate(self.network_names):
       # Batch-major: both layouts have the same parameters.
       network = self._network(self._num_layers(name))
@@ -308,7 +323,7 @@ class RecursiveModel:
     c = self.config
     if c.pos_encodings != 'rope':
       return None
-    return layers.rope_tables(self.total_len, c.hidden_size // c.num_heads, c.rope_theta)
+    return layers.rope_tables(self.network_len, c.hidden_size // c.num_heads, c.rope_theta)
 
   def embed(self, params: Params, inputs: Array, puzzle_rows: Array | None) -> Array:
     """Input embedding x [batch, total_len, hidden] in the forward dtype.
@@ -464,6 +479,14 @@ class RecursiveModel:
     x = self.embed(params, inputs, puzzle_rows)
     # The carry never receives gradient (also when h_cycles == 1).
     z_H, z_L = jax.lax.stop_gradient(z_H), jax.lax.stop_gradient(z_L)
+    extra = self.network_len - self.total_len
+    if extra:
+      # model.pad_sequence_once: zero positions appended for the whole step (see network_len).
+      x, z_H, z_L = (jnp.pad(a, ((0, 0), (0, extra), (0, 0))) for a in (x, z_H, z_L))
+      if perturb_latent is not None:
+        real_perturb, real = perturb_latent, self.total_len
+        perturb_latent = lambda z, u: jnp.concatenate(
+            [real_perturb(z[:, :real], u), z[:, real:]], axis=1)
     if self.sequence_major:
       # The networks run on [seq, batch, hidden]; the carry, the noise draws and the heads
       # stay batch-major, so that only these transposes differ from the default layout.
@@ -502,6 +525,8 @@ class RecursiveModel:
                            grad_low_steps=grad_low_steps, perturb=cycle_perturb(c.h_cycles - 1))
     if self.sequence_major:
       z_H, z_L = jnp.swapaxes(z_H, 0, 1), jnp.swapaxes(z_L, 0, 1)
+    if extra:
+      z_H, z_L = z_H[:, :self.total_len], z_L[:, :self.total_len]
 
     logits, q = self._heads(params, z_H)
     outputs = StepOutputs(logits=logits, q_halt=q[:, 0], q_continue=q[:, 1])

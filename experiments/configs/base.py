@@ -56,6 +56,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   # evaluation, 1-2 % faster training on an H200, docs/benchmarks.md); elsewhere, and for
   # shapes it does not take, the same function runs in XLA. False gives the program before.
   model.fused_swiglu = True
+  # With cuDNN attention on a length it pads (Sudoku Att: 97 -> 98): pad the sequence once per
+  # supervision step, the extra positions masked out as keys, instead of padding q, k, v and
+  # cutting the output in every attention call (model.RecursiveModel.network_len).
+  model.pad_sequence_once = False
 
   # --- Data (§2, §7) ---
   data = config.data = ml_collections.ConfigDict()
