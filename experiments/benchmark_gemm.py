@@ -105,20 +105,11 @@ def main(argv):
                         precision='highest')
     for name, fn in variants.items():
       args = [(a.astype(_FP8), b.astype(_FP8)) for a, b in inputs] if name == 'fp8_raw' else inputs
-      row = {'shape': shape_name, 'variant': name}
-      try:
-        out = fn(*args[0]).astype(jnp.float32)
-        row['rel_error'] = float(f'{float(jnp.linalg.norm(out - reference) / jnp.linalg.norm(reference)):.2e}')
-        row['ms'] = round(timing.rotating_median_ms(fn, args, _REPS.value), 4)
-        row['tflops'] = round(2 * m * k * n / row['ms'] / 1e9, 1)
-      except Exception as e:  # pylint: disable=broad-except
-        row['failed'] = f'{type(e).__name__}: {str(e)[:300]}'
+      row = {'shape': shape_name, 'variant': name,
+             **timing.measure_calls(fn, args, reference, 2 * m * k * n, _REPS.value)}
       rows.append(row)
       print(json.dumps(row), flush=True)
-  print('\nshape | variant | ms per call | TFLOP/s | relative error')
-  for row in rows:
-    print(f"{row['shape']} | {row['variant']} | {row.get('ms', row.get('failed', '')[:80])} | "
-          f"{row.get('tflops', '')} | {row.get('rel_error', '')}")
+  timing.print_table(rows)
 
 
 if __name__ == '__main__':

@@ -76,20 +76,11 @@ def main(argv):
       variants[f'kernel {name}'] = jax.jit(
           lambda x, tiling=tiling: swiglu_gemm.swiglu_projection(x, weight, tiling=tiling))
     for name, fn in variants.items():
-      row = {'shape': shape_name, 'variant': name}
-      try:
-        out = fn(*inputs[0]).astype(jnp.float32)
-        row['rel_error'] = float(f'{float(jnp.linalg.norm(out - reference) / jnp.linalg.norm(reference)):.2e}')
-        row['ms'] = round(timing.rotating_median_ms(fn, inputs, _REPS.value, _CALLS), 4)
-        row['tflops'] = round(flop / row['ms'] / 1e9, 1)
-      except Exception as e:  # pylint: disable=broad-except
-        row['failed'] = f'{type(e).__name__}: {str(e)[:300]}'
+      row = {'shape': shape_name, 'variant': name,
+             **timing.measure_calls(fn, inputs, reference, flop, _REPS.value, _CALLS)}
       rows_out.append(row)
       print(json.dumps(row), flush=True)
-  print('\nshape | variant | ms per call | TFLOP/s | relative error')
-  for row in rows_out:
-    print(f"{row['shape']} | {row['variant']} | {row.get('ms', row.get('failed', '')[:80])} | "
-          f"{row.get('tflops', '')} | {row.get('rel_error', '')}")
+  timing.print_table(rows_out)
 
 
 if __name__ == '__main__':

@@ -53,3 +53,27 @@ def rotating_median_ms(fn: Callable[..., jax.Array], inputs: list[tuple[jax.Arra
     jax.block_until_ready(out)
     runs.append((time.perf_counter() - start) / calls)
   return statistics.median(runs) * 1e3
+
+
+def measure_calls(fn: Callable[..., jax.Array], inputs: list[tuple[jax.Array, ...]],
+                  reference: jax.Array, flop: float, reps: int,
+                  calls: int = 30) -> dict[str, Any]:
+  """`{'ms', 'tflops', 'rel_error'}` of `fn` (time per call as `rotating_median_ms`; error:
+  relative L2 distance of `fn(*inputs[0])` to the float32 `reference`), or
+  `{'failed': 'Error: message'}` when it does not compile or run."""
+  try:
+    out = fn(*inputs[0]).astype(jnp.float32)
+    error = float(jnp.linalg.norm(out - reference) / jnp.linalg.norm(reference))
+    ms = rotating_median_ms(fn, inputs, reps, calls)
+  except Exception as e:  # pylint: disable=broad-except
+    return {'failed': f'{type(e).__name__}: {str(e)[:300]}'}
+  return {'rel_error': float(f'{error:.2e}'), 'ms': round(ms, 4),
+          'tflops': round(flop / ms / 1e9, 1)}
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+  """The rows of `measure_calls` (with 'shape' and 'variant') as a table, failures cut short."""
+  print('\nshape | variant | ms per call | TFLOP/s | relative error')
+  for row in rows:
+    print(f"{row['shape']} | {row['variant']} | {row.get('ms', row.get('failed', '')[:80])} | "
+          f"{row.get('tflops', '')} | {row.get('rel_error', '')}")
