@@ -254,6 +254,15 @@ def test_a_checkpoint_runs_the_program_it_was_trained_with():
                                        explicit=set())
   assert (adopted.activation_layout, adopted.fused_sequence_mlp,
           adopted.cudnn_seq_multiple) == ('batch_major', False, 64)
+  assert (adopted.fused_swiglu, adopted.pad_sequence_once) == (False, False)
+  # The shipped model's kind of config (before fused_swiglu): its projections in XLA,
+  # unless a flag asks for the kernel.
+  config.model.fused_swiglu = True
+  adopted = predict.checkpoint_program(config.model, stored, 'ckpt', explicit=set())
+  assert not adopted.fused_swiglu
+  adopted = predict.checkpoint_program(config.model, stored, 'ckpt',
+                                       explicit={'model.fused_swiglu'})
+  assert adopted.fused_swiglu and adopted.cudnn_seq_multiple == 64
   # Without any stored config the config's values are kept.
   adopted = predict.checkpoint_program(config.model, {}, 'ckpt', explicit=set())
   assert adopted.to_dict() == config.model.to_dict()
