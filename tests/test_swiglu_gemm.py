@@ -39,8 +39,8 @@ def _relative_error(x, y):
     # 4 x 2 tiles over 4 blocks: two per block, the chained pipeline starts and stops.
     (512, 256, 256, swiglu_gemm.Tiling(), 4),
     (512, 256, 256, swiglu_gemm.Tiling(chained=False), 4),
-    # 6 x 3 tiles over 4 blocks: uneven tiles per block, two pipeline stages.
-    (768, 256, 384, swiglu_gemm.Tiling(stages=2), 4),
+    # 3 x 3 tiles over 4 blocks: uneven tiles per block, two pipeline stages.
+    (384, 256, 384, swiglu_gemm.Tiling(stages=2), 4),
     (256, 128, 128, swiglu_gemm.Tiling(block_m=128, block_n=64, stages=2), 3),
 ])
 def test_matches_the_float32_product(rows, width, hidden, tiling, num_sms):
