@@ -4,8 +4,8 @@ r"""Times the SwiGLU gate/up projection with its product: XLA against the Mosaic
       [--tilings=64:128:64:4:c,64:128:64:3:u]
 
 For each shape (rows x width -> hidden; `sudoku`: 768 x 97 rows, `arc`: 192 x 916 rows,
-both width 512 and hidden 1536, or `ROWS:WIDTH:HIDDEN`), rows: `xla` (`layers.SwiGLU`'s
-formulation: two products and XLA's elementwise fusion) and `kernel BM:BN:BK:S:C`
+both width 512 and hidden 1536, or `ROWS:WIDTH:HIDDEN`), rows: `xla` (`layers.swiglu_projection`,
+`layers.SwiGLU`'s formulation: two products and XLA's elementwise fusion) and `kernel BM:BN:BK:S:C`
 (`swiglu_gemm.Tiling`: block_m, block_n, block_k, stages, and c for a chained pipeline or u
 for one per tile). Time per call: the median of --reps runs of 30 calls, rotating
 over three input sets so that no run reads a cached input. The error is the relative L2
@@ -20,6 +20,7 @@ import jax.numpy as jnp
 
 from experiments import cli
 from experiments import timing
+from tiny_recursive import layers
 from tiny_recursive import swiglu_gemm
 
 _SHAPES = flags.DEFINE_list('shapes', ['sudoku', 'arc'],
@@ -30,13 +31,6 @@ _TILINGS = flags.DEFINE_list('tilings', ['64:128:64:4:c', '64:128:64:2:c', '64:1
 _REPS = flags.DEFINE_integer('reps', 10, 'Timed runs per variant (median reported).')
 _CALLS = 30
 _NAMED_SHAPES = {'sudoku': (768 * 97, 512, 1536), 'arc': (192 * 916, 512, 1536)}
-
-
-def xla_swiglu_projection(x: jax.Array, gate_up_kernel: jax.Array) -> jax.Array:
-  """`silu(x @ gate) * (x @ up)` as `layers.SwiGLU` computes it (two products)."""
-  hidden = gate_up_kernel.shape[1] // 2
-  kernel = gate_up_kernel.astype(x.dtype)
-  return jax.nn.silu(jnp.dot(x, kernel[:, :hidden])) * jnp.dot(x, kernel[:, hidden:])
 
 
 def _parse_shape(name: str) -> tuple[int, int, int]:
@@ -71,7 +65,7 @@ def main(argv):
     weight = jax.random.normal(keys[3], (width, 2 * hidden), jnp.float32) * width ** -0.5
     x32 = inputs[0][0].astype(jnp.float32)
     reference = jax.nn.silu(x32 @ weight[:, :hidden]) * (x32 @ weight[:, hidden:])
-    variants = {'xla': jax.jit(lambda x: xla_swiglu_projection(x, weight))}
+    variants = {'xla': jax.jit(lambda x: layers.swiglu_projection(x, weight))}
     for name, tiling in tilings.items():
       variants[f'kernel {name}'] = jax.jit(
           lambda x, tiling=tiling: swiglu_gemm.swiglu_projection(x, weight, tiling=tiling))
