@@ -141,27 +141,6 @@ def swiglu_projection(x: Array, gate_up_kernel: Array) -> Array:
   return jax.nn.silu(jnp.dot(x, kernel[:, :hidden])) * jnp.dot(x, kernel[:, hidden:])
 
 
-@jax.custom_vjp
-def fused_swiglu_projection(x: Array, gate_up_kernel: Array) -> Array:
-  """`swiglu_projection` computed by one GPU kernel (`swiglu_gemm`); its gradient is
-  `swiglu_projection`'s, recomputed in XLA, so it pays off for calls that are not
-  differentiated."""
-  return swiglu_gemm.swiglu_projection(x, gate_up_kernel)
-
-
-def _fused_swiglu_projection_forward(x, gate_up_kernel):
-  return swiglu_gemm.swiglu_projection(x, gate_up_kernel), (x, gate_up_kernel)
-
-
-def _fused_swiglu_projection_backward(residuals, cotangent):
-  _, vjp = jax.vjp(swiglu_projection, *residuals)
-  return vjp(cotangent)
-
-
-fused_swiglu_projection.defvjp(_fused_swiglu_projection_forward,
-                               _fused_swiglu_projection_backward)
-
-
 def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: float) -> Array:
   """The MLP mixer on sequence-major activations: `t` `[seq, n]` (n = batch x hidden) to
   `rms_norm_over_seq(t + down^T (silu(gate^T t) * (up^T t)))`, in `t`'s dtype.
@@ -179,26 +158,44 @@ def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: flo
   return rms_norm(t + contract(down_kernel, jax.nn.silu(gate) * up), eps, axis=0)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def _kernel_with_reference_gradient(kernel: Callable[..., Any],
+                                    reference: Callable[..., Any]) -> Callable[..., Any]:
+  """A function with `kernel`'s values and `reference`'s gradient, recomputed in XLA from the
+  inputs (every argument differentiated). For the forward-only GPU kernels, whose XLA
+  formulation `reference` is the same function: they pay off in calls without gradient."""
+
+  @jax.custom_vjp
+  def function(*args):
+    return kernel(*args)
+
+  def forward(*args):
+    return kernel(*args), args
+
+  def backward(args, cotangent):
+    _, vjp = jax.vjp(reference, *args)
+    return vjp(cotangent)
+
+  function.defvjp(forward, backward)
+  return function
+
+
+# The wrappers below look the kernels up when called, so that tests can replace them.
+
+
 def fused_sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array,
                          eps: float) -> Array:
   """`sequence_mixer` computed by one GPU kernel (`fused_sequence_mlp`); its gradient is
-  `sequence_mixer`'s, recomputed in XLA, so it pays off for calls that are not
-  differentiated."""
-  return fused_sequence_mlp.fused_forward(t, gate_up_kernel, down_kernel, eps)
+  `sequence_mixer`'s, recomputed in XLA."""
+  return _kernel_with_reference_gradient(
+      functools.partial(fused_sequence_mlp.fused_forward, eps=eps),
+      functools.partial(sequence_mixer, eps=eps))(t, gate_up_kernel, down_kernel)
 
 
-def _fused_sequence_mixer_forward(t, gate_up_kernel, down_kernel, eps):
-  out = fused_sequence_mlp.fused_forward(t, gate_up_kernel, down_kernel, eps)
-  return out, (t, gate_up_kernel, down_kernel)
-
-
-def _fused_sequence_mixer_backward(eps, residuals, cotangent):
-  _, vjp = jax.vjp(functools.partial(sequence_mixer, eps=eps), *residuals)
-  return vjp(cotangent)
-
-
-fused_sequence_mixer.defvjp(_fused_sequence_mixer_forward, _fused_sequence_mixer_backward)
+def fused_swiglu_projection(x: Array, gate_up_kernel: Array) -> Array:
+  """`swiglu_projection` computed by one GPU kernel (`swiglu_gemm`); its gradient is
+  `swiglu_projection`'s, recomputed in XLA."""
+  return _kernel_with_reference_gradient(swiglu_gemm.swiglu_projection,
+                                         swiglu_projection)(x, gate_up_kernel)
 
 
 class _Kernel(nn.Module):

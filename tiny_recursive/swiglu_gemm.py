@@ -23,6 +23,7 @@ of `block_n` output columns, its gate columns followed by its up columns, so tha
 
 import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -59,9 +60,15 @@ def available() -> bool:
   return all(str(getattr(d, 'compute_capability', '')).startswith('9.') for d in jax.devices())
 
 
+def _tile_grid(rows: int, hidden: int, tiling: Tiling) -> tuple[int, int]:
+  """Output tiles (row blocks, column blocks): a thread block's tile is both compute
+  warpgroups' rows by `block_n` columns."""
+  return rows // (_COMPUTE_WARPGROUPS * tiling.block_m), hidden // tiling.block_n
+
+
 def supported(rows: int, width: int, hidden: int, tiling: Tiling = Tiling()) -> bool:
   """Whether the kernel takes these shapes (otherwise callers use the XLA path)."""
-  tiles = rows // (_COMPUTE_WARPGROUPS * tiling.block_m) * (hidden // tiling.block_n)
+  tiles = math.prod(_tile_grid(rows, hidden, tiling))
   return (rows % (_COMPUTE_WARPGROUPS * tiling.block_m) == 0 and width % tiling.block_k == 0
           and hidden % tiling.block_n == 0 and tiling.block_n % _STORE_COLUMNS == 0
           and width // tiling.block_k >= tiling.stages
@@ -99,7 +106,7 @@ def _kernel(x_gmem, w_gmem, out_gmem, *, tiling: Tiling):
   dtype = out_gmem.dtype
   bm, bn, bk = tiling.block_m, tiling.block_n, tiling.block_k
   block_rows = _COMPUTE_WARPGROUPS * bm
-  row_blocks, column_blocks = rows // block_rows, hidden // bn
+  row_blocks, column_blocks = _tile_grid(rows, hidden, tiling)
 
   def pipeline(body, compute_context, state=None):
     return plgpu.emit_pipeline_warp_specialized(
@@ -201,7 +208,7 @@ def swiglu_projection(x: Array, gate_up_kernel: Array, *, tiling: Tiling = Tilin
                      f'do not fit {tiling}.')
   if num_sms is None:
     num_sms = jax.devices()[0].core_count if not interpret else 4
-  tiles = rows // (_COMPUTE_WARPGROUPS * tiling.block_m) * (hidden // tiling.block_n)
+  tiles = math.prod(_tile_grid(rows, hidden, tiling))
   # A chained pipeline needs at least two tiles per thread block (one starts, one stops).
   num_sms = max(1, min(num_sms, tiles // 2 if tiling.chained else tiles))
   weight = interleave_gate_up(gate_up_kernel.astype(x.dtype), tiling.block_n)
