@@ -536,7 +536,7 @@ def test_padding_the_sequence_once_computes_the_same_step(monkeypatch, make_tiny
   monkeypatch.setattr(layers, '_cudnn_attention', _masked_xla_as_cudnn)
   # 6 tokens + 1 puzzle position: 7, padded to 8 for cuDNN.
   options = dict(attention_impl='cudnn', puzzle_emb_len=1, pos_encodings=pos_encodings)
-  plain = make_tiny_model(**options)
+  plain = make_tiny_model(pad_sequence_once=False, **options)
   once = make_tiny_model(pad_sequence_once=True, **options)
   assert (plain.total_len, plain.network_len, once.network_len) == (7, 7, 8)
   # The same parameters, drawn the same: checkpoints move freely between the two.
