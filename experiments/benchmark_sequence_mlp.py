@@ -1,14 +1,16 @@
 r"""Times the MLP mixer of one block three ways and checks each against a float32 reference.
 
   python -m experiments.benchmark_sequence_mlp [--batch=768 --hidden=512 --seq=97] \
-      [--tiles=64:64:4:1,32:64:4:1]
+      [--tiles=64:64:4:1,32:64:4:1] [--mosaic_tilings=64:64:2:c,64:64:3:u]
 
 Rows: `transposed` (the default layout's branch: transpose, pad, SwiGLU, norm, transpose
-back), `sequence_major` (`layers.sequence_mixer` in XLA) and `fused BN:BH:W:S` (the Pallas
-kernel with block_n, block_h, num_warps, num_stages). Each is applied 10 times in a chain
+back), `sequence_major` (`layers.sequence_mixer` in XLA), `fused BN:BH:W:S` (the Pallas
+Triton kernel with block_n, block_h, num_warps, num_stages) and `mosaic BN:BH:S:C` (the Hopper
+kernel, `sequence_mlp_gemm.Tiling`: block_n, block_h, stages, and c for a chained pipeline or
+u for one per tile). Each is applied 10 times in a chain
 inside one jitted function, after a warm-up; the time per application is the median of
 --reps runs. The error is the relative L2 distance to `layers.sequence_mixer` in float32
-(bfloat16 rounding is about 4e-3). A GPU is needed for the fused rows.
+(bfloat16 rounding is about 4e-3). A GPU is needed for the fused rows, a Hopper GPU for the mosaic rows.
 """
 
 import functools
@@ -23,6 +25,7 @@ from experiments import cli
 from experiments import timing
 from tiny_recursive import fused_sequence_mlp
 from tiny_recursive import layers
+from tiny_recursive import sequence_mlp_gemm
 
 _BATCH = flags.DEFINE_integer('batch', 768, 'Batch size.')
 _HIDDEN = flags.DEFINE_integer('hidden', 512, 'Hidden size of the model.')
@@ -31,6 +34,8 @@ _EXPANSION = flags.DEFINE_float('expansion', 4.0, 'SwiGLU expansion.')
 _TILES = flags.DEFINE_list('tiles', ['64:64:4:1', '32:64:4:1', '64:32:4:1', '64:128:4:1',
                                      '64:64:2:1', '64:64:4:2', '32:32:2:1'],
                            'Fused-kernel variants, block_n:block_h:num_warps:num_stages.')
+_MOSAIC_TILINGS = flags.DEFINE_list('mosaic_tilings', ['64:64:2:c', '64:64:2:u', '64:64:3:u'],
+                                    'Hopper-kernel tilings, block_n:block_h:stages:c|u.')
 _REPS = flags.DEFINE_integer('reps', 20, 'Timed runs per variant (median reported).')
 _CHAIN = 10
 _EPS = 1e-5
@@ -67,6 +72,19 @@ def main(argv):
     variants[f'fused {tile}'] = functools.partial(
         lambda x, **kw: fused_sequence_mlp.fused_forward(x, gate_up, down, _EPS, **kw),
         block_n=block_n, block_h=block_h, num_warps=warps, num_stages=stages)
+
+  for text in _MOSAIC_TILINGS.value:
+    *sizes, chained = text.split(':')
+    try:
+      block_n, block_h, stages = (int(v) for v in sizes)
+    except ValueError:
+      raise ValueError(f'--mosaic_tilings: expected BN:BH:S:c|u, got {text!r}.') from None
+    if chained not in ('c', 'u'):
+      raise ValueError(f'--mosaic_tilings: the last field of {text!r} must be c or u.')
+    tiling = sequence_mlp_gemm.Tiling(block_n, block_h, stages, chained == 'c')
+    variants[f'mosaic {text}'] = functools.partial(
+        lambda x, **kw: sequence_mlp_gemm.fused_forward(x, gate_up, down, _EPS, **kw),
+        tiling=tiling)
 
   flop = 2 * 3 * seq * hidden * n
   print(f'seq {seq}, n {n} (batch {_BATCH.value} x hidden {_HIDDEN.value}), hidden {hidden}, '

@@ -49,7 +49,7 @@ ARCHITECTURE_KEYS = ('arch', 'hidden_size', 'num_heads', 'expansion', 'num_layer
 # flag names the key, with the values it was trained and measured with.
 # Keys that go together (the fused kernel needs the sequence-major layout) are taken over, or
 # left as configured, together.
-PROGRAM_KEYS = (('activation_layout', 'fused_sequence_mlp'),
+PROGRAM_KEYS = (('activation_layout', 'fused_sequence_mlp', 'sequence_mlp_kernel'),
                 ('cudnn_seq_multiple', 'pad_sequence_once'), ('fused_swiglu',))
 
 

@@ -37,6 +37,8 @@ def test_tiny_config_is_valid():
     ('model.activation_layout', 'column', r'config\.model\.activation_layout: expected one of'),
     ('model.fused_sequence_mlp', True,
      r"config\.model\.fused_sequence_mlp: needs model\.activation_layout = 'sequence_major'"),
+    ('model.sequence_mlp_kernel', 'cuda',
+     r"config\.model\.sequence_mlp_kernel: expected one of \('triton', 'mosaic'\)"),
     ('model.halt_max_steps', 0, r'config\.model\.halt_max_steps: must be at least 1'),
     ('model.cudnn_seq_multiple', 0, r'config\.model\.cudnn_seq_multiple: must be at least 1'),
     ('train.global_batch_size', 0, r'config\.train\.global_batch_size: must be a positive'),

@@ -8,21 +8,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import kernel_cases
 from tiny_recursive import fused_sequence_mlp
 from tiny_recursive import layers
 
 
-def _case(seed, seq, n, hidden, dtype):
-  rng = np.random.default_rng(seed)
-  t = jnp.asarray(rng.normal(0.3, 1.5, (seq, n)), dtype)
-  gate_up = jnp.asarray(rng.normal(0.0, seq ** -0.5, (seq, 2 * hidden)), jnp.float32)
-  down = jnp.asarray(rng.normal(0.0, hidden ** -0.5, (hidden, seq)), jnp.float32)
-  return t, gate_up, down
-
-
-def _relative_error(x, y):
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  return np.linalg.norm(x - y) / np.linalg.norm(y)
+_case = kernel_cases.mixer_case
+_relative_error = kernel_cases.relative_error
 
 
 @pytest.mark.parametrize('seq, n, hidden, block_n, block_h', [

@@ -1,4 +1,4 @@
-"""The GEMM benchmarks run end to end on CPU (kernel rows report the missing GPU) and reject
+"""The GEMM and sequence-MLP kernel benchmarks run end to end on CPU (kernel rows report the missing GPU) and reject
 malformed flags with a message naming the flag."""
 
 import os
@@ -28,6 +28,16 @@ def test_swiglu_gemm_benchmark_table():
   assert kernel[1] == 'kernel 64:128:64:2:c' and 'Error' in kernel[2]  # No GPU here.
 
 
+def test_sequence_mlp_benchmark_table():
+  result = _run('experiments.benchmark_sequence_mlp', '--batch=2', '--hidden=64', '--seq=20',
+                '--tiles=64:64:4:1', '--mosaic_tilings=64:64:2:u', '--reps=1')
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = {row[0]: row for row in (line.split(' | ') for line in result.stdout.splitlines())
+          if len(row) == 4}
+  assert float(rows['sequence_major'][3]) < 1e-2
+  assert 'Error' in rows['mosaic 64:64:2:u'][1]  # No GPU here.
+
+
 def test_gemm_benchmark_table():
   result = _run('experiments.benchmark_gemm', '--shapes=64:32:48', '--reps=1')
   assert result.returncode == 0, result.stderr[-2000:]
@@ -43,6 +53,9 @@ def test_gemm_benchmark_table():
     (('experiments.benchmark_swiglu_gemm', '--tilings=a:b:c:d:c'), '--tilings: expected BM:BN:BK:S:c|u'),
     (('experiments.benchmark_swiglu_gemm', '--shapes=big'), '--shapes: expected sudoku, arc'),
     (('experiments.benchmark_gemm', '--shapes=1:2'), '--shapes: expected M:K:N'),
+    (('experiments.benchmark_sequence_mlp', '--mosaic_tilings=64:64:2'),
+     '--mosaic_tilings: expected BN:BH:S:c|u'),
+    (('experiments.benchmark_sequence_mlp', '--mosaic_tilings=64:64:2:z'), 'the last field'),
 ])
 def test_malformed_flags(args, message):
   result = _run(*args)

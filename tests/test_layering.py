@@ -10,8 +10,9 @@ import pathlib
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'tiny_recursive'
 
 LAYERS = (
-    ('atomic_files', 'checkpointing', 'fused_sequence_mlp', 'layers', 'losses',
-     'metrics_logging', 'optimizers', 'puzzle_embedding', 'sharding', 'swiglu_gemm'),
+    ('atomic_files', 'checkpointing', 'fused_sequence_mlp', 'hopper_kernels', 'layers',
+     'losses', 'metrics_logging', 'optimizers', 'puzzle_embedding', 'sequence_mlp_gemm',
+     'sharding', 'swiglu_gemm'),
     ('data.arc_encoding', 'data.augmentation', 'data.sources', 'data.puzzle_sources',
      'data.packing', 'data.pipeline', 'rendering'),
     ('model', 'flops', 'torch_import'),

@@ -588,3 +588,13 @@ def test_padding_the_sequence_once_only_with_cudnn_on_an_odd_length(make_tiny_mo
   assert make_tiny_model(pad_sequence_once=True, attention_impl='cudnn').network_len == 8
   assert make_tiny_model(pad_sequence_once=True, puzzle_emb_len=1, attention_impl='cudnn',
                          mixer='mlp').network_len == 7
+
+
+def test_the_mosaic_sequence_mlp_kernel_only_on_hopper(monkeypatch, make_tiny_model):
+  model = make_tiny_model(mixer='mlp', activation_layout='sequence_major',
+                          fused_sequence_mlp=True, sequence_mlp_kernel='mosaic')
+  assert model._sequence_mlp_kernel() == 'triton'  # pylint: disable=protected-access
+  monkeypatch.setattr(model_lib.hopper_kernels, 'available', lambda: True)
+  assert model._sequence_mlp_kernel() == 'mosaic'  # pylint: disable=protected-access
+  triton = make_tiny_model(mixer='mlp', sequence_mlp_kernel='triton')
+  assert triton._sequence_mlp_kernel() == 'triton'  # pylint: disable=protected-access

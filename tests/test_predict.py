@@ -254,7 +254,8 @@ def test_a_checkpoint_runs_the_program_it_was_trained_with():
                                        explicit=set())
   assert (adopted.activation_layout, adopted.fused_sequence_mlp,
           adopted.cudnn_seq_multiple) == ('batch_major', False, 64)
-  assert (adopted.fused_swiglu, adopted.pad_sequence_once) == (False, False)
+  assert (adopted.fused_swiglu, adopted.pad_sequence_once,
+          adopted.sequence_mlp_kernel) == (False, False, 'triton')
   # The shipped model's kind of config (before fused_swiglu): its projections in XLA,
   # unless a flag asks for the kernel.
   config.model.fused_swiglu = True

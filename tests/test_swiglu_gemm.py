@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tests import kernel_cases
+from tiny_recursive import hopper_kernels
 from tiny_recursive import layers
 from tiny_recursive import swiglu_gemm
 
@@ -30,9 +32,7 @@ def _float32_reference(x, gate_up):
   return jax.nn.silu(x @ gate_up[:, :hidden]) * (x @ gate_up[:, hidden:])
 
 
-def _relative_error(x, y):
-  x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-  return np.linalg.norm(x - y) / np.linalg.norm(y)
+_relative_error = kernel_cases.relative_error
 
 
 @pytest.mark.parametrize('rows, width, hidden, tiling, num_sms', [
@@ -82,7 +82,7 @@ def test_unsupported_shapes():
 
 
 def test_not_available_on_cpu():
-  assert jax.default_backend() == 'cpu' and not swiglu_gemm.available()
+  assert jax.default_backend() == 'cpu' and not hopper_kernels.available()
 
 
 def _interpreted(monkeypatch):

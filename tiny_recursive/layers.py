@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from tiny_recursive import fused_sequence_mlp
+from tiny_recursive import sequence_mlp_gemm
 from tiny_recursive import swiglu_gemm
 
 Array = jax.Array
@@ -182,12 +183,21 @@ def _kernel_with_reference_gradient(kernel: Callable[..., Any],
 # The wrappers below look the kernels up when called, so that tests can replace them.
 
 
+SEQUENCE_MLP_KERNELS = ('triton', 'mosaic')
+
+
 def fused_sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array,
-                         eps: float) -> Array:
-  """`sequence_mixer` computed by one GPU kernel (`fused_sequence_mlp`); its gradient is
+                         eps: float, kernel: str = 'triton') -> Array:
+  """`sequence_mixer` computed by one GPU kernel: 'triton' (`fused_sequence_mlp`, any GPU
+  Triton runs on) or 'mosaic' (`sequence_mlp_gemm`, Hopper); its gradient is
   `sequence_mixer`'s, recomputed in XLA."""
+  forward = {'triton': fused_sequence_mlp.fused_forward,
+             'mosaic': sequence_mlp_gemm.fused_forward}
+  if kernel not in forward:
+    raise ValueError(f'model.sequence_mlp_kernel: expected one of {SEQUENCE_MLP_KERNELS}, '
+                     f'got {kernel!r}.')
   return _kernel_with_reference_gradient(
-      functools.partial(fused_sequence_mlp.fused_forward, eps=eps),
+      functools.partial(forward[kernel], eps=eps),
       functools.partial(sequence_mixer, eps=eps))(t, gate_up_kernel, down_kernel)
 
 
@@ -210,11 +220,13 @@ class _Kernel(nn.Module):
 
 class SequenceMixer(nn.Module):
   """`sequence_mixer` with the parameters of `SwiGLU(seq_len)` (so the two layouts share
-  checkpoints). `fused`: use the GPU kernel (forward-only calls; see `fused_sequence_mixer`)."""
+  checkpoints). `fused`: use the GPU kernel `kernel` (forward-only calls; see
+  `fused_sequence_mixer`); 'mosaic' on shapes it does not take runs the Triton kernel."""
   seq_len: int
   expansion: float
   rms_norm_eps: float
   fused: bool = False
+  kernel: str = 'triton'
 
   @nn.compact
   def __call__(self, t: Array) -> Array:
@@ -222,7 +234,11 @@ class SequenceMixer(nn.Module):
     gate_up = _Kernel((self.seq_len, 2 * hidden), name='gate_up_proj')()
     down = _Kernel((hidden, self.seq_len), name='down_proj')()
     if self.fused:
-      return fused_sequence_mixer(t, gate_up, down, self.rms_norm_eps)
+      kernel = self.kernel
+      if kernel == 'mosaic' and not sequence_mlp_gemm.supported(self.seq_len, t.shape[1],
+                                                                hidden):
+        kernel = 'triton'
+      return fused_sequence_mixer(t, gate_up, down, self.rms_norm_eps, kernel)
     return sequence_mixer(t, gate_up, down, self.rms_norm_eps)
 
 
@@ -344,7 +360,7 @@ class Block(nn.Module):
   `sequence_major` (mixer='mlp' only): `h` is laid out `[seq, batch, hidden]` and the mixer
   is `SequenceMixer` on its `[seq, batch x hidden]` view: no transpose, no padding; the same
   parameters and function. `fused_sequence_mlp` (with `sequence_major`): that mixer runs as
-  one GPU kernel. `fused_swiglu`: the channel MLP's gate/up projection with its product runs
+  one GPU kernel (`sequence_mlp_kernel`: which one). `fused_swiglu`: the channel MLP's gate/up projection with its product runs
   as one GPU kernel (`SwiGLU.fused`).
   """
   hidden_size: int
@@ -360,6 +376,7 @@ class Block(nn.Module):
   cudnn_seq_multiple: int = 2
   fused_swiglu: bool = False
   real_len: int = 0  # Attention only: see `Attention.real_len`.
+  sequence_mlp_kernel: str = 'triton'  # With fused_sequence_mlp: see `SequenceMixer.kernel`.
 
   @nn.compact
   def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
@@ -368,7 +385,8 @@ class Block(nn.Module):
       raise ValueError("model.activation_layout: 'sequence_major' needs model.mixer = 'mlp'.")
     if self.sequence_major:
       mixer = SequenceMixer(self.seq_len, self.expansion, self.rms_norm_eps,
-                            self.fused_sequence_mlp, name='sequence_mlp')
+                            self.fused_sequence_mlp, self.sequence_mlp_kernel,
+                            name='sequence_mlp')
       h = mixer(h.reshape(self.seq_len, -1)).reshape(h.shape)
     elif self.mixer == 'mlp':
       # The sequence axis is zero-padded to a multiple of 16 so the sequence SwiGLU's
@@ -406,6 +424,7 @@ class Network(nn.Module):
   cudnn_seq_multiple: int = 2
   fused_swiglu: bool = False
   real_len: int = 0  # Attention only: see `Attention.real_len`.
+  sequence_mlp_kernel: str = 'triton'  # See Block.
 
   @nn.compact
   def __call__(self, h: Array, injection: Array | None,
@@ -416,5 +435,5 @@ class Network(nn.Module):
       h = Block(self.hidden_size, self.num_heads, self.expansion, self.mixer, self.seq_len,
                 self.rms_norm_eps, self.dtype, self.attention_impl, self.sequence_major,
                 self.fused_sequence_mlp, self.cudnn_seq_multiple, self.fused_swiglu,
-                self.real_len, name=f'block_{i}')(h, rope)
+                self.real_len, self.sequence_mlp_kernel, name=f'block_{i}')(h, rope)
     return h

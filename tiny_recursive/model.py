@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from tiny_recursive import layers
 from tiny_recursive import puzzle_embedding
-from tiny_recursive import swiglu_gemm
+from tiny_recursive import hopper_kernels
 
 Array = jax.Array
 Params = Any
@@ -108,6 +108,7 @@ class ModelConfig:
   cudnn_seq_multiple: int = 64
   fused_swiglu: bool = False
   pad_sequence_once: bool = False
+  sequence_mlp_kernel: str = 'triton'
 
   def __post_init__(self):
     """Raises ValueError naming the `model.` key of the first invalid value."""
@@ -131,6 +132,8 @@ class ModelConfig:
          f"'sequence_major' needs model.mixer = 'mlp' (got {self.mixer!r})."),
         (not self.fused_sequence_mlp or self.activation_layout == 'sequence_major',
          'fused_sequence_mlp', "needs model.activation_layout = 'sequence_major'."),
+        (self.sequence_mlp_kernel in layers.SEQUENCE_MLP_KERNELS, 'sequence_mlp_kernel',
+         f'expected one of {layers.SEQUENCE_MLP_KERNELS}, got {self.sequence_mlp_kernel!r}.'),
         (self.cudnn_seq_multiple >= 1, 'cudnn_seq_multiple',
          f'must be at least 1, got {self.cudnn_seq_multiple}.'),
         (self.hidden_size % self.num_heads == 0, 'hidden_size',
@@ -249,7 +252,12 @@ class RecursiveModel:
     return layers.Network(num_layers, c.hidden_size, c.num_heads, c.expansion, c.mixer,
                           self.network_len, c.rms_norm_eps, self.dtype, c.attention_impl,
                           sequence_major, fused, c.cudnn_seq_multiple, fused_swiglu,
-                          real_len)
+                          real_len, self._sequence_mlp_kernel())
+
+  def _sequence_mlp_kernel(self) -> str:
+    """`model.sequence_mlp_kernel`, with 'mosaic' (Hopper only) falling back to 'triton'."""
+    kernel = self.config.sequence_mlp_kernel
+    return 'triton' if kernel == 'mosaic' and not hopper_kernels.available() else kernel
 
   @property
   def network_names(self) -> tuple[str, ...]:
@@ -368,7 +376,7 @@ class RecursiveModel:
     fused = (self.config.fused_sequence_mlp and not differentiated and per_device
              and jax.default_backend() == 'gpu')
     fused_swiglu = (self.config.fused_swiglu and not differentiated and per_device
-                    and swiglu_gemm.available())
+                    and hopper_kernels.available())
     network = self._network(self._num_layers(name), self.sequence_major, fused, fused_swiglu)
     rope = self._rope()
 

@@ -11,7 +11,8 @@ memory warpgroup) and writes only their product: the `[rows, 2 hidden]` intermed
 reaches device memory.
 
 Forward only: `layers.SwiGLU` uses it for calls that are not differentiated
-(`model.fused_swiglu`). Rounding: gate and up are rounded to bfloat16 as XLA's GEMMs round
+(`model.fused_swiglu`), on Hopper GPUs (`hopper_kernels.available`). Rounding
+(`hopper_kernels.silu_product`): gate and up are rounded to bfloat16 as XLA's GEMMs round
 their outputs, then silu and the product are computed in float32 and rounded once. XLA's path
 also rounds the sigmoid and the silu, so the two are not bit-identical; the kernel is the
 closer to float32 (relative error 3.9e-3 against 5.0e-3 at Sudoku's shapes).
@@ -30,10 +31,12 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
+from tiny_recursive import hopper_kernels
+
 Array = jax.Array
 
-# Two compute warpgroups per block, each owning `block_m` rows; one memory warpgroup.
-_COMPUTE_WARPGROUPS = 2
+# Each of a block's compute warpgroups owns `block_m` rows.
+_COMPUTE_WARPGROUPS = hopper_kernels.COMPUTE_WARPGROUPS
 # Output columns written per shared-memory store (64 bfloat16 = one 128-byte swizzle row).
 _STORE_COLUMNS = 64
 
@@ -50,14 +53,6 @@ class Tiling:
   # finish the current one (one pipeline across all tiles of a thread block; needs
   # width / block_k divisible by stages). False: each tile fills its own pipeline.
   chained: bool = True
-
-
-def available() -> bool:
-  """Whether the default backend's devices run the kernel: Hopper GPUs (compute capability
-  9.x; `wgmma` is Hopper's instruction)."""
-  if jax.default_backend() != 'gpu':
-    return False
-  return all(str(getattr(d, 'compute_capability', '')).startswith('9.') for d in jax.devices())
 
 
 def _tile_grid(rows: int, hidden: int, tiling: Tiling) -> tuple[int, int]:
@@ -86,20 +81,6 @@ def interleave_gate_up(gate_up_kernel: Array, block_n: int) -> Array:
   return jnp.concatenate([gate, up], axis=2).reshape(width, double)
 
 
-def _swizzled(columns: int, dtype) -> tuple:
-  """Shared-memory transforms for a tile whose minor dimension has `columns` entries."""
-  swizzle = plgpu.find_swizzle(columns * jnp.dtype(dtype).itemsize * 8)
-  return (plgpu.TilingTransform((8, swizzle // jnp.dtype(dtype).itemsize)),
-          plgpu.SwizzleTransform(swizzle))
-
-
-def _silu_product(gate: Array, up: Array, dtype) -> Array:
-  """`silu(gate) * up` on float32 accumulators (rounding: module docstring)."""
-  gate = gate.astype(dtype).astype(jnp.float32)
-  up = up.astype(dtype).astype(jnp.float32)
-  return (gate / (1.0 + jnp.exp(-gate)) * up).astype(dtype)
-
-
 def _kernel(x_gmem, w_gmem, out_gmem, *, tiling: Tiling):
   rows, width = x_gmem.shape
   hidden = out_gmem.shape[1]
@@ -109,22 +90,16 @@ def _kernel(x_gmem, w_gmem, out_gmem, *, tiling: Tiling):
   row_blocks, column_blocks = _tile_grid(rows, hidden, tiling)
 
   def pipeline(body, compute_context, state=None):
-    return plgpu.emit_pipeline_warp_specialized(
-        body,
-        grid=(width // bk,),
-        memory_registers=40,
+    return hopper_kernels.pipeline(
+        body, compute_context, state, steps=width // bk, stages=tiling.stages,
         in_specs=[
             plgpu.BlockSpec((block_rows, bk), lambda k: (0, k),
-                            transforms=_swizzled(bk, dtype), memory_space=plgpu.SMEM),
+                            transforms=hopper_kernels.swizzled(bk, dtype),
+                            memory_space=plgpu.SMEM),
             plgpu.BlockSpec((bk, 2 * bn), lambda k: (k, 0),
-                            transforms=_swizzled(bk, dtype), memory_space=plgpu.SMEM),
-        ],
-        wg_axis='wg',
-        num_compute_wgs=_COMPUTE_WARPGROUPS,
-        max_concurrent_steps=tiling.stages,
-        compute_context=compute_context,
-        pipeline_state=state,
-    )
+                            transforms=hopper_kernels.swizzled(bk, dtype),
+                            memory_space=plgpu.SMEM),
+        ])
 
   unused = lambda *_, **__: None
 
@@ -132,7 +107,7 @@ def _kernel(x_gmem, w_gmem, out_gmem, *, tiling: Tiling):
       pl.run_scoped,
       allocations=pipeline(unused, unused).get_allocations(x_gmem, w_gmem),
       out_smem=plgpu.SMEM((_COMPUTE_WARPGROUPS, 2, bm, _STORE_COLUMNS), dtype,
-                          transforms=_swizzled(_STORE_COLUMNS, dtype)),
+                          transforms=hopper_kernels.swizzled(_STORE_COLUMNS, dtype)),
       collective_axes='wg',
   )
   def _scope(allocations, out_smem):
@@ -152,7 +127,7 @@ def _kernel(x_gmem, w_gmem, out_gmem, *, tiling: Tiling):
                            up_acc=plgpu.ACC((bm, bn), jnp.float32))
         def _accumulate(gate_acc, up_acc):
           run_pipeline((gate_acc, up_acc))
-          product = _silu_product(gate_acc[...], up_acc[...], dtype)
+          product = hopper_kernels.silu_product(gate_acc[...], up_acc[...], dtype)
           plgpu.wait_smem_to_gmem(0, wait_read_only=True)
           for store in range(bn // _STORE_COLUMNS):
             slot = store % 2
@@ -172,14 +147,7 @@ def _kernel(x_gmem, w_gmem, out_gmem, *, tiling: Tiling):
         plgpu.wgmma_wait(0)
         return accumulators
 
-      state = None
-      if tiling.chained:
-        # First tile of this thread block starts the pipeline, the last one drains it.
-        last = loop_info.num_local_steps - 1
-        state = jnp.where(loop_info.local_index == 0, plgpu.PipelinePipeline.START,
-                          jnp.where(loop_info.local_index == last,
-                                    plgpu.PipelinePipeline.STOP,
-                                    plgpu.PipelinePipeline.STEADY))
+      state = hopper_kernels.chained_pipeline_state(loop_info) if tiling.chained else None
       pipeline(mma, compute_context, state)(
           x_gmem.at[block_rows_slice, :],
           w_gmem.at[:, pl.ds(column_block * 2 * bn, 2 * bn)],
@@ -206,26 +174,9 @@ def swiglu_projection(x: Array, gate_up_kernel: Array, *, tiling: Tiling = Tilin
   if not supported(rows, width, hidden, tiling):
     raise ValueError(f'SwiGLU projection: shapes rows {rows}, width {width}, hidden {hidden} '
                      f'do not fit {tiling}.')
-  if num_sms is None:
-    num_sms = jax.devices()[0].core_count if not interpret else 4
-  tiles = math.prod(_tile_grid(rows, hidden, tiling))
-  # A chained pipeline needs at least two tiles per thread block (one starts, one stops).
-  num_sms = max(1, min(num_sms, tiles // 2 if tiling.chained else tiles))
   weight = interleave_gate_up(gate_up_kernel.astype(x.dtype), tiling.block_n)
-  options = {}
-  if interpret:
-    # Private in the JAX versions this runs on; only tests use it.
-    from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams  # pylint: disable=g-import-not-at-top
-    options['interpret'] = InterpretGPUParams()
-  call = plgpu.kernel(
-      functools.partial(_kernel, tiling=tiling),
-      out_type=jax.ShapeDtypeStruct((rows, hidden), x.dtype),
-      grid=(num_sms,),
-      grid_names=('sm',),
-      num_threads=_COMPUTE_WARPGROUPS + 1,
-      thread_name='wg',
-      compiler_params=plgpu.CompilerParams(
-          lowering_semantics=plgpu.LoweringSemantics.Warpgroup),
-      **options,
-  )
+  call = hopper_kernels.persistent_kernel(
+      functools.partial(_kernel, tiling=tiling), jax.ShapeDtypeStruct((rows, hidden), x.dtype),
+      tiles=math.prod(_tile_grid(rows, hidden, tiling)), chained=tiling.chained,
+      num_sms=num_sms, interpret=interpret)
   return call(x, weight)

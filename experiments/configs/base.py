@@ -47,6 +47,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # With 'sequence_major': the sequence MLP of the calls without gradient as one GPU kernel
   # (tiny_recursive/fused_sequence_mlp.py); other backends run the same function in XLA.
   model.fused_sequence_mlp = False
+  # Which kernel that is: 'mosaic' (tiny_recursive/sequence_mlp_gemm.py, Hopper tensor cores;
+  # elsewhere 'triton') or 'triton' (tiny_recursive/fused_sequence_mlp.py, any GPU Triton runs
+  # on; the program before). On an H200 'mosaic' takes the Sudoku MLP step from 112.4 to
+  # 109.2 ms and evaluation from 864 to 940 puzzles/s (docs/benchmarks.md).
+  model.sequence_mlp_kernel = 'mosaic'
   # cuDNN attention runs on the sequence zero-padded to the smallest even multiple of this (the
   # padding masked out; cuDNN trains on even lengths only). 2: odd lengths gain one row
   # (Sudoku 97 -> 98, ARC 916 as is); 64 was the setting before (layers._cudnn_attention).
