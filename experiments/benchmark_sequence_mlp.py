@@ -1,4 +1,4 @@
-r"""Times the MLP mixer of one block three ways and checks each against a float32 reference.
+r"""Times the MLP mixer of one block in XLA and as kernels, and checks each against a float32 reference.
 
   python -m experiments.benchmark_sequence_mlp [--batch=768 --hidden=512 --seq=97] \
       [--tiles=64:64:4:1,32:64:4:1] [--mosaic_tilings=64:64:2:c,64:64:3:u]
@@ -10,7 +10,8 @@ kernel, `sequence_mlp_gemm.Tiling`: block_n, block_h, stages, and c for a chaine
 u for one per tile). Each is applied 10 times in a chain
 inside one jitted function, after a warm-up; the time per application is the median of
 --reps runs. The error is the relative L2 distance to `layers.sequence_mixer` in float32
-(bfloat16 rounding is about 4e-3). A GPU is needed for the fused rows, a Hopper GPU for the mosaic rows.
+(bfloat16 rounding is about 4e-3). A GPU is needed for the fused rows, a Hopper GPU for the
+mosaic rows.
 """
 
 import functools

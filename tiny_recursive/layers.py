@@ -360,8 +360,8 @@ class Block(nn.Module):
   `sequence_major` (mixer='mlp' only): `h` is laid out `[seq, batch, hidden]` and the mixer
   is `SequenceMixer` on its `[seq, batch x hidden]` view: no transpose, no padding; the same
   parameters and function. `fused_sequence_mlp` (with `sequence_major`): that mixer runs as
-  one GPU kernel (`sequence_mlp_kernel`: which one). `fused_swiglu`: the channel MLP's gate/up projection with its product runs
-  as one GPU kernel (`SwiGLU.fused`).
+  one GPU kernel (`sequence_mlp_kernel`: which one). `fused_swiglu`: the channel MLP's gate/up
+  projection with its product runs as one GPU kernel (`SwiGLU.fused`).
   """
   hidden_size: int
   num_heads: int

@@ -24,9 +24,9 @@ import flax
 import jax
 import jax.numpy as jnp
 
+from tiny_recursive import hopper_kernels
 from tiny_recursive import layers
 from tiny_recursive import puzzle_embedding
-from tiny_recursive import hopper_kernels
 
 Array = jax.Array
 Params = Any
@@ -367,8 +367,9 @@ class RecursiveModel:
     """Returns f(h, injection) applying network `name`.
 
     Differentiated calls are rematerialised as `model.remat_policy` says; the others may use
-    the forward-only kernels: the fused sequence MLP (`model.fused_sequence_mlp`, GPU only)
-    and the fused SwiGLU projection (`model.fused_swiglu`, Hopper GPUs only), where the
+    the forward-only kernels: the fused sequence MLP (`model.fused_sequence_mlp`, GPU only;
+    `model.sequence_mlp_kernel` picks Triton's or, on Hopper, Mosaic GPU's) and the fused
+    SwiGLU projection (`model.fused_swiglu`, Hopper GPUs only), where the
     traced code sees one device's rows (`traced_per_device`); elsewhere the same functions
     run in XLA.
     """
