@@ -1,4 +1,4 @@
-r"""Times the MLP mixer of one block in XLA and as kernels, and checks each against a float32 reference.
+r"""Times the MLP mixer of one block in XLA and as kernels, and checks each against float32.
 
   python -m experiments.benchmark_sequence_mlp [--batch=768 --hidden=512 --seq=97] \
       [--tiles=64:64:4:1,32:64:4:1] [--mosaic_tilings=64:64:2:c,64:64:3:u]
