@@ -133,6 +133,12 @@ def test_swiglu_uses_the_kernel_with_the_same_parameters(monkeypatch):
   assert not calls
 
 
+def test_kernels_need_a_recent_jax():
+  assert [hopper_kernels.jax_version_supported(v) for v in
+          ('0.6.2', '0.9.2', '0.10.2', '0.11.2', '1.0.0', 'dev')] == [
+              False, False, True, True, True, False]
+
+
 def test_lowers_to_a_mosaic_gpu_kernel_for_gpus():
   """The Mosaic GPU lowering runs at lowering time, so a CPU can check it for CUDA, including
   that the default tiling fits a Hopper block's shared memory at Sudoku's shapes."""

@@ -16,10 +16,25 @@ Array = jax.Array
 COMPUTE_WARPGROUPS = 2
 
 
+# The Pallas Mosaic GPU API the kernels are written against (persistent loops, chained
+# warp-specialised pipelines, layouts) settled in JAX 0.10; they run on 0.11.2 on an H200 and
+# lower with 0.10.2 on a CPU. Older versions take the other paths.
+_MIN_JAX = (0, 10)
+
+
+def jax_version_supported(version: str = jax.__version__) -> bool:
+  """Whether this JAX version (`major.minor...`) has the Mosaic GPU API the kernels use."""
+  try:
+    major, minor = (int(part) for part in version.split('.')[:2])
+  except ValueError:
+    return False
+  return (major, minor) >= _MIN_JAX
+
+
 def available() -> bool:
   """Whether the default backend's devices run the kernels: Hopper GPUs (compute capability
-  9.x; `wgmma` is Hopper's instruction)."""
-  if jax.default_backend() != 'gpu':
+  9.x; `wgmma` is Hopper's instruction), with a JAX that has the API they use."""
+  if jax.default_backend() != 'gpu' or not jax_version_supported():
     return False
   return all(str(getattr(d, 'compute_capability', '')).startswith('9.') for d in jax.devices())
 
