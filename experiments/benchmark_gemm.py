@@ -16,7 +16,6 @@ distance to the float32 product.
 """
 
 import dataclasses
-import json
 
 from absl import flags
 import jax
@@ -105,10 +104,8 @@ def main(argv):
                         precision='highest')
     for name, fn in variants.items():
       args = [(a.astype(_FP8), b.astype(_FP8)) for a, b in inputs] if name == 'fp8_raw' else inputs
-      row = {'shape': shape_name, 'variant': name,
-             **timing.measure_calls(fn, args, reference, 2 * m * k * n, _REPS.value)}
-      rows.append(row)
-      print(json.dumps(row), flush=True)
+      rows.append(timing.report_calls(shape_name, name, fn, args, reference, 2 * m * k * n,
+                                      _REPS.value))
   timing.print_table(rows)
 
 

@@ -75,14 +75,8 @@ def main(argv):
         block_n=block_n, block_h=block_h, num_warps=warps, num_stages=stages)
 
   for text in _MOSAIC_TILINGS.value:
-    *sizes, chained = text.split(':')
-    try:
-      block_n, block_h, stages = (int(v) for v in sizes)
-    except ValueError:
-      raise ValueError(f'--mosaic_tilings: expected BN:BH:S:c|u, got {text!r}.') from None
-    if chained not in ('c', 'u'):
-      raise ValueError(f'--mosaic_tilings: the last field of {text!r} must be c or u.')
-    tiling = sequence_mlp_gemm.Tiling(block_n, block_h, stages, chained == 'c')
+    sizes, chained = timing.parse_tiling(text, 'mosaic_tilings', 'BN:BH:S')
+    tiling = sequence_mlp_gemm.Tiling(*sizes, chained)
     variants[f'mosaic {text}'] = functools.partial(
         lambda x, **kw: sequence_mlp_gemm.fused_forward(x, gate_up, down, _EPS, **kw),
         tiling=tiling)

@@ -12,7 +12,6 @@ over three input sets so that no run reads a cached input. The error is the rela
 distance to the float32 product. Needs a Hopper GPU for the kernel rows.
 """
 
-import json
 
 from absl import flags
 import jax
@@ -47,14 +46,8 @@ def main(argv):
   del argv
   tilings = {}
   for text in _TILINGS.value:
-    *sizes, chained = text.split(':')
-    try:
-      block_m, block_n, block_k, stages = (int(v) for v in sizes)
-    except ValueError:
-      raise ValueError(f'--tilings: expected BM:BN:BK:S:c|u, got {text!r}.') from None
-    if chained not in ('c', 'u'):
-      raise ValueError(f'--tilings: the last field of {text!r} must be c or u.')
-    tilings[text] = swiglu_gemm.Tiling(block_m, block_n, block_k, stages, chained == 'c')
+    sizes, chained = timing.parse_tiling(text, 'tilings', 'BM:BN:BK:S')
+    tilings[text] = swiglu_gemm.Tiling(*sizes, chained)
   print(jax.devices()[0].device_kind, flush=True)
   rows_out = []
   for shape_name in _SHAPES.value:
@@ -70,10 +63,8 @@ def main(argv):
       variants[f'kernel {name}'] = jax.jit(
           lambda x, tiling=tiling: swiglu_gemm.swiglu_projection(x, weight, tiling=tiling))
     for name, fn in variants.items():
-      row = {'shape': shape_name, 'variant': name,
-             **timing.measure_calls(fn, inputs, reference, flop, _REPS.value, _CALLS)}
-      rows_out.append(row)
-      print(json.dumps(row), flush=True)
+      rows_out.append(timing.report_calls(shape_name, name, fn, inputs, reference, flop,
+                                          _REPS.value, _CALLS))
   timing.print_table(rows_out)
 
 

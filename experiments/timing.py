@@ -1,6 +1,8 @@
-"""Timing and checking of one jitted function on the device, for kernel benchmarks."""
+"""Timing and checking of one jitted function on the device, for kernel benchmarks, and the
+parsing, rows and tables those benchmarks share."""
 
 import functools
+import json
 import statistics
 import time
 from typing import Any, Callable
@@ -69,6 +71,31 @@ def measure_calls(fn: Callable[..., jax.Array], inputs: list[tuple[jax.Array, ..
     return {'failed': f'{type(e).__name__}: {str(e)[:300]}'}
   return {'rel_error': float(f'{error:.2e}'), 'ms': round(ms, 4),
           'tflops': round(flop / ms / 1e9, 1)}
+
+
+def report_calls(shape: str, variant: str, fn: Callable[..., jax.Array],
+                 inputs: list[tuple[jax.Array, ...]], reference: jax.Array, flop: float,
+                 reps: int, calls: int = 30) -> dict[str, Any]:
+  """`measure_calls`' result as a row `{'shape', 'variant', ...}`, printed as a JSON line."""
+  row = {'shape': shape, 'variant': variant,
+         **measure_calls(fn, inputs, reference, flop, reps, calls)}
+  print(json.dumps(row), flush=True)
+  return row
+
+
+def parse_tiling(text: str, flag: str, fields: str) -> tuple[list[int], bool]:
+  """One entry `V1:...:Vk:c|u` of a kernel-tiling flag (`fields` names the integers, e.g.
+  'BN:BH:S'): the integers, and whether the pipeline is chained (c) or one per tile (u)."""
+  *sizes, chained = text.split(':')
+  try:
+    values = [int(v) for v in sizes]
+  except ValueError:
+    values = []
+  if len(values) != len(fields.split(':')):
+    raise ValueError(f'--{flag}: expected {fields}:c|u, got {text!r}.')
+  if chained not in ('c', 'u'):
+    raise ValueError(f'--{flag}: the last field of {text!r} must be c or u.')
+  return values, chained == 'c'
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
