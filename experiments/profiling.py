@@ -16,7 +16,7 @@ import re
 KERNEL_KINDS = (
     ('attention (cuDNN)', ('cudnn', 'sdpa', 'flash')),
     ('GEMM (cuBLAS, XLA Triton GEMM)', ('nvjet', 'gemm', 'cublas', 'sm90_xmma', 'cutlass')),
-    ('Pallas kernels', ('fused_sequence_mlp', 'pallas')),
+    ('Pallas kernels', ('fused_sequence_mlp', 'pallas', 'mosaic_gpu')),
     ('transposes and layout copies', ('transpose', 'copy', 'bitcast')),
     ('padding and slicing', ('pad', 'slice', 'concatenate', 'dynamic_update')),
     ('reductions (norms, losses)', ('reduce',)),

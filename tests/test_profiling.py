@@ -26,6 +26,7 @@ def test_kernels_are_sorted_into_kinds():
   kinds = {name: profiling.kernel_kind(name) for name in (
       'nvjet_sm90_tst_128x160_64x5_2x1_v_bz_NNT', 'gemm_fusion_dot_669',
       'cudnn_generated_fort_native_sdpa_sm90_flash_fprop', 'fused_sequence_mlp',
+      'swiglu_projection_hopper_mosaic_gpu_kernel', 'anonymous_mosaic_gpu_kernel',
       'wrapped_transpose_15', 'input_convert_transpose_fusion_13', 'loop_pad_fusion_73',
       'loop_slice_fusion_39', 'input_add_reduce_fusion', 'loop_multiply_fusion_111',
       'memset32')}
@@ -34,6 +35,8 @@ def test_kernels_are_sorted_into_kinds():
       'gemm_fusion_dot_669': 'GEMM (cuBLAS, XLA Triton GEMM)',
       'cudnn_generated_fort_native_sdpa_sm90_flash_fprop': 'attention (cuDNN)',
       'fused_sequence_mlp': 'Pallas kernels',
+      'swiglu_projection_hopper_mosaic_gpu_kernel': 'Pallas kernels',
+      'anonymous_mosaic_gpu_kernel': 'Pallas kernels',
       'wrapped_transpose_15': 'transposes and layout copies',
       'input_convert_transpose_fusion_13': 'transposes and layout copies',
       'loop_pad_fusion_73': 'padding and slicing',

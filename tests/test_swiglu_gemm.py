@@ -146,7 +146,7 @@ def test_lowers_to_a_mosaic_gpu_kernel_for_gpus():
   gate_up = jax.ShapeDtypeStruct((512, 2 * 1536), jnp.float32)
   fn = jax.jit(lambda *args: swiglu_gemm.swiglu_projection(*args, num_sms=132))
   exported = export.export(fn, platforms=['cuda'])(x, gate_up)
-  assert 'mosaic_gpu' in exported.mlir_module()
+  assert 'swiglu_projection_hopper_mosaic_gpu' in exported.mlir_module()
   assert exported.out_avals[0].shape == (768 * 97, 1536)
   too_large = swiglu_gemm.Tiling(block_m=128, block_n=64)  # 256 KB of shared memory
   fn = jax.jit(lambda *args: swiglu_gemm.swiglu_projection(*args, tiling=too_large,

@@ -83,10 +83,13 @@ def pipeline(body: Callable[..., Any], compute_context: Callable[..., Any], stat
   )
 
 
-def persistent_kernel(body: Callable[..., Any], out_type: jax.ShapeDtypeStruct, *, tiles: int,
-                      chained: bool, num_sms: int | None, interpret: bool):
+def persistent_kernel(body: Callable[..., Any], out_type: jax.ShapeDtypeStruct, *, name: str,
+                      tiles: int, chained: bool, num_sms: int | None, interpret: bool):
   """`body` as a kernel of persistent thread blocks (grid axis 'sm', looping over `tiles`
   tiles) of `COMPUTE_WARPGROUPS` compute warpgroups and one memory warpgroup (axis 'wg').
+
+  name: the kernel's name, the prefix of what profiles call it ('NAME_mosaic_gpu...'); Pallas
+    takes it from the body function's name.
 
   num_sms: thread blocks; None: the device's multiprocessors (a chained pipeline needs two
     tiles per block: one starts it, one stops it).
@@ -100,8 +103,10 @@ def persistent_kernel(body: Callable[..., Any], out_type: jax.ShapeDtypeStruct, 
     # Private in the JAX versions this runs on; only tests use it.
     from jax._src.pallas.mosaic_gpu.interpret.params import InterpretGPUParams  # pylint: disable=g-import-not-at-top
     options['interpret'] = InterpretGPUParams()
+  named_body = lambda *refs: body(*refs)
+  named_body.__name__ = named_body.__qualname__ = name
   return plgpu.kernel(
-      body,
+      named_body,
       out_type=out_type,
       grid=(num_sms,),
       grid_names=('sm',),

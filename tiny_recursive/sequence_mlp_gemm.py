@@ -210,6 +210,7 @@ def fused_forward(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: floa
   down = pad(down_kernel).T  # [padded, hidden]
   call = hopper_kernels.persistent_kernel(
       functools.partial(_kernel, eps=eps, tiling=tiling, interpret=interpret),
-      jax.ShapeDtypeStruct((seq, n), dtype), tiles=n // (_COMPUTE_WARPGROUPS * tiling.block_n),
+      jax.ShapeDtypeStruct((seq, n), dtype), name='sequence_mlp_hopper',
+      tiles=n // (_COMPUTE_WARPGROUPS * tiling.block_n),
       chained=tiling.chained, num_sms=num_sms, interpret=interpret)
   return call(t, gate, up, down)
