@@ -15,6 +15,7 @@ import pytest
 from experiments import config_loading
 from tiny_recursive import layers
 from tiny_recursive import model as model_lib
+from tiny_recursive import swiglu_gradient
 
 _TRUNC_STD = 0.87962566103423978  # Std of a standard normal truncated to [-2, 2].
 
@@ -598,3 +599,27 @@ def test_the_mosaic_sequence_mlp_kernel_only_on_hopper(monkeypatch, make_tiny_mo
   assert model._sequence_mlp_kernel() == 'mosaic'  # pylint: disable=protected-access
   triton = make_tiny_model(mixer='mlp', sequence_mlp_kernel='triton')
   assert triton._sequence_mlp_kernel() == 'triton'  # pylint: disable=protected-access
+
+
+def test_the_swiglu_gradient_kernel_only_in_differentiated_calls_on_gpu(monkeypatch,
+                                                                        make_tiny_model):
+  calls = []
+  kernel = swiglu_gradient.fused_gradient
+
+  def recording(*args):
+    calls.append(args[0].shape)
+    return kernel(*args, interpret=True)
+
+  monkeypatch.setattr(swiglu_gradient, 'fused_gradient', recording)
+  model = make_tiny_model(swiglu_gradient_kernel=True, attention_impl='xla')
+  plain = make_tiny_model(attention_impl='xla')
+  case = _random_case(model, batch=4)
+  expected = _model_results(plain, case)
+  _assert_results_close(_model_results(model, case), expected)
+  assert not calls  # A CPU: autodiff's gradient.
+  monkeypatch.setattr(model_lib, 'gpu_backend', lambda: True)
+  _assert_results_close(_model_results(model, case), expected)
+  # Traced once for the gradient cycle's low update (the body of its scan) and once for its
+  # high update, two layers each: four channel MLPs, each batch 4 x (6 + 2 puzzle-embedding)
+  # positions x 256 hidden units. The cycles without gradient trace none.
+  assert calls == [(4, 8, 256)] * 4

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from tiny_recursive import fused_sequence_mlp
 from tiny_recursive import sequence_mlp_gemm
 from tiny_recursive import swiglu_gemm
+from tiny_recursive import swiglu_gradient
 
 Array = jax.Array
 Initializer = Callable[..., Array]
@@ -109,13 +110,15 @@ class SwiGLU(nn.Module):
   `padded_width`; the output then has the same zero-padded layout.
   `fused`: the gate/up projection and its product run as one GPU kernel
   (`fused_swiglu_projection`) where `swiglu_gemm.supported` takes the shapes; elsewhere the
-  same function runs in XLA. The parameters are the same either way.
+  same function runs in XLA. The parameters are the same either way. `gradient_kernel`: in
+  XLA, the product's gradient is `swiglu_product`'s kernel.
   """
   width: int
   expansion: float
   dtype: Any = jnp.bfloat16
   padded_width: int = 0
   fused: bool = False
+  gradient_kernel: bool = False
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
@@ -129,7 +132,7 @@ class SwiGLU(nn.Module):
     else:
       gate, up = Linear(2 * hidden, self.dtype, splits=2, in_features=self.width,
                         name='gate_up_proj')(x)
-      product = jax.nn.silu(gate) * up
+      product = swiglu_product(gate, up, self.gradient_kernel)
     return Linear(self.width, self.dtype, padded_features=self.padded_width,
                   name='down_proj')(product)
 
@@ -142,13 +145,14 @@ def swiglu_projection(x: Array, gate_up_kernel: Array) -> Array:
   return jax.nn.silu(jnp.dot(x, kernel[:, :hidden])) * jnp.dot(x, kernel[:, hidden:])
 
 
-def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: float) -> Array:
+def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: float,
+                   gradient_kernel: bool = False) -> Array:
   """The MLP mixer on sequence-major activations: `t` `[seq, n]` (n = batch x hidden) to
   `rms_norm_over_seq(t + down^T (silu(gate^T t) * (up^T t)))`, in `t`'s dtype.
 
   The same function as `Block`'s transposed branch (same kernels: gate_up `[seq, 2 hidden]`,
   down `[hidden, seq]`), with the products contracting the leading axis: no transpose, no
-  padding of the sequence.
+  padding of the sequence. `gradient_kernel`: see `swiglu_product`.
   """
   dtype = t.dtype
   hidden = down_kernel.shape[0]
@@ -156,7 +160,35 @@ def sequence_mixer(t: Array, gate_up_kernel: Array, down_kernel: Array, eps: flo
                                                    (((0,), (0,)), ((), ())))
   gate = contract(gate_up_kernel[:, :hidden], t)
   up = contract(gate_up_kernel[:, hidden:], t)
-  return rms_norm(t + contract(down_kernel, jax.nn.silu(gate) * up), eps, axis=0)
+  product = swiglu_product(gate, up, gradient_kernel)
+  return rms_norm(t + contract(down_kernel, product), eps, axis=0)
+
+
+def swiglu_product(gate: Array, up: Array, gradient_kernel: bool = False) -> Array:
+  """`silu(gate) * up`. `gradient_kernel` (GPU only; where `swiglu_gradient.supported` takes
+  the shape): its gradient is computed by `swiglu_gradient`'s kernel, one pass for both
+  halves; otherwise by autodiff. The value is the same either way."""
+  if gradient_kernel and swiglu_gradient.supported(gate.shape):
+    return _swiglu_product_with_kernel_gradient(gate, up)
+  return jax.nn.silu(gate) * up
+
+
+@jax.custom_vjp
+def _swiglu_product_with_kernel_gradient(gate: Array, up: Array) -> Array:
+  return jax.nn.silu(gate) * up
+
+
+def _swiglu_product_forward(gate: Array, up: Array) -> tuple[Array, tuple[Array, Array]]:
+  return jax.nn.silu(gate) * up, (gate, up)
+
+
+def _swiglu_product_backward(residuals: tuple[Array, Array],
+                             d_out: Array) -> tuple[Array, Array]:
+  # Looked up when called, so that tests can replace the kernel.
+  return swiglu_gradient.fused_gradient(*residuals, d_out)
+
+
+_swiglu_product_with_kernel_gradient.defvjp(_swiglu_product_forward, _swiglu_product_backward)
 
 
 def _kernel_with_reference_gradient(kernel: Callable[..., Any],
@@ -221,12 +253,14 @@ class _Kernel(nn.Module):
 class SequenceMixer(nn.Module):
   """`sequence_mixer` with the parameters of `SwiGLU(seq_len)` (so the two layouts share
   checkpoints). `fused`: use the GPU kernel `kernel` (forward-only calls; see
-  `fused_sequence_mixer`); 'mosaic' on shapes it does not take runs the Triton kernel."""
+  `fused_sequence_mixer`); 'mosaic' on shapes it does not take runs the Triton kernel.
+  `gradient_kernel` (XLA path): see `swiglu_product`."""
   seq_len: int
   expansion: float
   rms_norm_eps: float
   fused: bool = False
   kernel: str = 'triton'
+  gradient_kernel: bool = False
 
   @nn.compact
   def __call__(self, t: Array) -> Array:
@@ -239,7 +273,7 @@ class SequenceMixer(nn.Module):
                                                                 hidden):
         kernel = 'triton'
       return fused_sequence_mixer(t, gate_up, down, self.rms_norm_eps, kernel)
-    return sequence_mixer(t, gate_up, down, self.rms_norm_eps)
+    return sequence_mixer(t, gate_up, down, self.rms_norm_eps, self.gradient_kernel)
 
 
 def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[Array, Array]:
@@ -362,6 +396,8 @@ class Block(nn.Module):
   parameters and function. `fused_sequence_mlp` (with `sequence_major`): that mixer runs as
   one GPU kernel (`sequence_mlp_kernel`: which one). `fused_swiglu`: the channel MLP's gate/up
   projection with its product runs as one GPU kernel (`SwiGLU.fused`).
+  `swiglu_gradient_kernel`: the SwiGLU products computed in XLA get their gradient from one GPU
+  kernel (`swiglu_product`).
   """
   hidden_size: int
   num_heads: int
@@ -377,6 +413,7 @@ class Block(nn.Module):
   fused_swiglu: bool = False
   real_len: int = 0  # Attention only: see `Attention.real_len`.
   sequence_mlp_kernel: str = 'triton'  # With fused_sequence_mlp: see `SequenceMixer.kernel`.
+  swiglu_gradient_kernel: bool = False
 
   @nn.compact
   def __call__(self, h: Array, rope: tuple[Array, Array] | None) -> Array:
@@ -386,7 +423,7 @@ class Block(nn.Module):
     if self.sequence_major:
       mixer = SequenceMixer(self.seq_len, self.expansion, self.rms_norm_eps,
                             self.fused_sequence_mlp, self.sequence_mlp_kernel,
-                            name='sequence_mlp')
+                            self.swiglu_gradient_kernel, name='sequence_mlp')
       h = mixer(h.reshape(self.seq_len, -1)).reshape(h.shape)
     elif self.mixer == 'mlp':
       # The sequence axis is zero-padded to a multiple of 16 so the sequence SwiGLU's
@@ -394,7 +431,8 @@ class Block(nn.Module):
       # through the branch, are excluded from the norm's mean, and are cut off at the end.
       padded = find_multiple(self.seq_len, _SEQUENCE_ALIGNMENT)
       t = jnp.pad(jnp.swapaxes(h, 1, 2), ((0, 0), (0, 0), (0, padded - self.seq_len)))
-      mlp = SwiGLU(self.seq_len, self.expansion, self.dtype, padded, name='sequence_mlp')
+      mlp = SwiGLU(self.seq_len, self.expansion, self.dtype, padded,
+                   gradient_kernel=self.swiglu_gradient_kernel, name='sequence_mlp')
       t = norm(t + mlp(t), count=self.seq_len)
       h = jnp.swapaxes(t[..., :self.seq_len], 1, 2)
     elif self.mixer == 'attention':
@@ -404,7 +442,7 @@ class Block(nn.Module):
     else:
       raise ValueError(f"model.mixer: expected 'attention' or 'mlp', got {self.mixer!r}.")
     mlp = SwiGLU(self.hidden_size, self.expansion, self.dtype, fused=self.fused_swiglu,
-                 name='mlp')
+                 gradient_kernel=self.swiglu_gradient_kernel, name='mlp')
     return norm(h + mlp(h))
 
 
@@ -425,6 +463,7 @@ class Network(nn.Module):
   fused_swiglu: bool = False
   real_len: int = 0  # Attention only: see `Attention.real_len`.
   sequence_mlp_kernel: str = 'triton'  # See Block.
+  swiglu_gradient_kernel: bool = False  # See Block.
 
   @nn.compact
   def __call__(self, h: Array, injection: Array | None,
@@ -435,5 +474,6 @@ class Network(nn.Module):
       h = Block(self.hidden_size, self.num_heads, self.expansion, self.mixer, self.seq_len,
                 self.rms_norm_eps, self.dtype, self.attention_impl, self.sequence_major,
                 self.fused_sequence_mlp, self.cudnn_seq_multiple, self.fused_swiglu,
-                self.real_len, self.sequence_mlp_kernel, name=f'block_{i}')(h, rope)
+                self.real_len, self.sequence_mlp_kernel, self.swiglu_gradient_kernel,
+                name=f'block_{i}')(h, rope)
     return h

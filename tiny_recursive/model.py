@@ -42,6 +42,11 @@ REMAT_POLICIES = {
 }
 
 
+def gpu_backend() -> bool:
+  """Whether JAX runs on GPUs (where the networks' GPU kernels may be used)."""
+  return jax.default_backend() == 'gpu'
+
+
 def traced_per_device() -> bool:
   """Whether the code being traced computes one device's rows: a single device, or inside
   `shard_map` (the train step). XLA does not partition Pallas kernels: in a jit over several
@@ -109,6 +114,7 @@ class ModelConfig:
   fused_swiglu: bool = False
   pad_sequence_once: bool = False
   sequence_mlp_kernel: str = 'triton'
+  swiglu_gradient_kernel: bool = False
 
   def __post_init__(self):
     """Raises ValueError naming the `model.` key of the first invalid value."""
@@ -246,13 +252,14 @@ class RecursiveModel:
     return self.config.activation_layout == 'sequence_major'
 
   def _network(self, num_layers: int, sequence_major: bool = False,
-               fused: bool = False, fused_swiglu: bool = False) -> layers.Network:
+               fused: bool = False, fused_swiglu: bool = False,
+               swiglu_gradient_kernel: bool = False) -> layers.Network:
     c = self.config
     real_len = self.total_len if self.network_len != self.total_len else 0
     return layers.Network(num_layers, c.hidden_size, c.num_heads, c.expansion, c.mixer,
                           self.network_len, c.rms_norm_eps, self.dtype, c.attention_impl,
                           sequence_major, fused, c.cudnn_seq_multiple, fused_swiglu,
-                          real_len, self._sequence_mlp_kernel())
+                          real_len, self._sequence_mlp_kernel(), swiglu_gradient_kernel)
 
   def _sequence_mlp_kernel(self) -> str:
     """`model.sequence_mlp_kernel`, with 'mosaic' (Hopper only) falling back to 'triton'."""
@@ -371,14 +378,18 @@ class RecursiveModel:
     `model.sequence_mlp_kernel` picks Triton's or, on Hopper, Mosaic GPU's) and the fused
     SwiGLU projection (`model.fused_swiglu`, Hopper GPUs only), where the
     traced code sees one device's rows (`traced_per_device`); elsewhere the same functions
-    run in XLA.
+    run in XLA. Differentiated calls on GPU may take their SwiGLU products' gradient from one
+    kernel (`model.swiglu_gradient_kernel`), under the same rule.
     """
     per_device = traced_per_device()
-    fused = (self.config.fused_sequence_mlp and not differentiated and per_device
-             and jax.default_backend() == 'gpu')
+    on_gpu = gpu_backend()
+    fused = self.config.fused_sequence_mlp and not differentiated and per_device and on_gpu
     fused_swiglu = (self.config.fused_swiglu and not differentiated and per_device
                     and hopper_kernels.available())
-    network = self._network(self._num_layers(name), self.sequence_major, fused, fused_swiglu)
+    gradient_kernel = (self.config.swiglu_gradient_kernel and differentiated and per_device
+                       and on_gpu)
+    network = self._network(self._num_layers(name), self.sequence_major, fused, fused_swiglu,
+                            gradient_kernel)
     rope = self._rope()
 
     def apply(net_params, h, injection):

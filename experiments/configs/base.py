@@ -68,6 +68,11 @@ def get_base_config() -> ml_collections.ConfigDict:
   # puzzles/s (docs/benchmarks.md); False gives the program before. No effect on lengths
   # cuDNN takes as they are (ARC, Maze: 916) or without cuDNN.
   model.pad_sequence_once = True
+  # The calls with gradient on GPU: the SwiGLU products' gradient (both halves) from one
+  # elementwise kernel (tiny_recursive/swiglu_gradient.py) instead of autodiff's two passes;
+  # elsewhere, and where the calls see more than one device's rows, autodiff's. False gives
+  # the program before.
+  model.swiglu_gradient_kernel = False
 
   # --- Data (§2, §7) ---
   data = config.data = ml_collections.ConfigDict()
