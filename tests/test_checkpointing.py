@@ -362,11 +362,13 @@ def test_model_config_of_checkpoints_written_before_the_typed_config(tmp_path):
   # Keys added later read back as the program such checkpoints ran, not as today's defaults.
   older = {k: v for k, v in stored.items()
            if k not in ('activation_layout', 'fused_sequence_mlp', 'cudnn_seq_multiple',
-                        'fused_swiglu', 'pad_sequence_once', 'sequence_mlp_kernel')}
+                        'fused_swiglu', 'pad_sequence_once', 'sequence_mlp_kernel',
+                        'swiglu_gradient_kernel')}
   typed = model_lib.ModelConfig.from_dict(older)
   assert (typed.activation_layout, typed.fused_sequence_mlp, typed.cudnn_seq_multiple,
-          typed.fused_swiglu, typed.pad_sequence_once,
-          typed.sequence_mlp_kernel) == ('batch_major', False, 64, False, False, 'triton')
+          typed.fused_swiglu, typed.pad_sequence_once, typed.sequence_mlp_kernel,
+          typed.swiglu_gradient_kernel) == ('batch_major', False, 64, False, False, 'triton',
+                                            False)
 
 
 _SAVE_ON_TWO_DEVICES = r"""

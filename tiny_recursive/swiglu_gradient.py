@@ -20,9 +20,10 @@ from jax.experimental.pallas import triton as pl_triton
 Array = jax.Array
 
 # Elements per program: the block is `[block_rows, block_cols]` with block_cols the largest power
-# of two up to this many dividing the columns, and rows filling the rest.
+# of two up to `_MAX_BLOCK_COLS` dividing the columns, and rows filling the rest. [16, 512] with
+# 8 warps was the fastest of the blocks timed on an H200 at Sudoku's shapes (docs/benchmarks.md).
 _BLOCK_ELEMENTS = 8192
-_MAX_BLOCK_COLS = 1024
+_MAX_BLOCK_COLS = 512
 
 
 def reference_gradient(gate: Array, up: Array, d_out: Array) -> tuple[Array, Array]:
@@ -65,7 +66,7 @@ def _kernel(gate_ref, up_ref, d_out_ref, d_gate_ref, d_up_ref):
   d_up_ref[...] = d_up
 
 
-def fused_gradient(gate: Array, up: Array, d_out: Array, *, num_warps: int = 4,
+def fused_gradient(gate: Array, up: Array, d_out: Array, *, num_warps: int = 8,
                    interpret: bool = False) -> tuple[Array, Array]:
   """`reference_gradient` as one Pallas (Triton) kernel; `supported(gate.shape)` must hold.
 
