@@ -3,6 +3,8 @@
 import jax.numpy as jnp
 import numpy as np
 
+from tiny_recursive import swiglu_gradient
+
 
 def relative_error(x, y) -> float:
   """Relative L2 distance of `x` to `y`, in float64."""
@@ -17,3 +19,17 @@ def mixer_case(seed: int, seq: int, n: int, hidden: int, dtype=jnp.bfloat16):
   gate_up = jnp.asarray(rng.normal(0.0, seq ** -0.5, (seq, 2 * hidden)), jnp.float32)
   down = jnp.asarray(rng.normal(0.0, hidden ** -0.5, (hidden, seq)), jnp.float32)
   return t, gate_up, down
+
+
+def record_swiglu_gradient_calls(monkeypatch) -> list:
+  """Replaces `swiglu_gradient.fused_gradient` by its interpreted run, recording the shape of
+  each call's `gate`; returns the list it appends to."""
+  calls = []
+  kernel = swiglu_gradient.fused_gradient
+
+  def run(*args):
+    calls.append(args[0].shape)
+    return kernel(*args, interpret=True)
+
+  monkeypatch.setattr(swiglu_gradient, 'fused_gradient', run)
+  return calls

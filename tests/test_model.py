@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from experiments import config_loading
+from tests import kernel_cases
 from tiny_recursive import layers
 from tiny_recursive import model as model_lib
-from tiny_recursive import swiglu_gradient
 
 _TRUNC_STD = 0.87962566103423978  # Std of a standard normal truncated to [-2, 2].
 
@@ -603,14 +603,7 @@ def test_the_mosaic_sequence_mlp_kernel_only_on_hopper(monkeypatch, make_tiny_mo
 
 def test_the_swiglu_gradient_kernel_only_in_differentiated_calls_on_gpu(monkeypatch,
                                                                         make_tiny_model):
-  calls = []
-  kernel = swiglu_gradient.fused_gradient
-
-  def recording(*args):
-    calls.append(args[0].shape)
-    return kernel(*args, interpret=True)
-
-  monkeypatch.setattr(swiglu_gradient, 'fused_gradient', recording)
+  calls = kernel_cases.record_swiglu_gradient_calls(monkeypatch)
   model = make_tiny_model(swiglu_gradient_kernel=True, attention_impl='xla')
   plain = make_tiny_model(attention_impl='xla')
   case = _random_case(model, batch=4)

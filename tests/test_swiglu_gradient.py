@@ -64,20 +64,8 @@ def test_blocks_divide_the_product():
     swiglu_gradient.fused_gradient(gate, up[:64], d_out, interpret=True)
 
 
-def _recording_kernel(monkeypatch):
-  calls = []
-  kernel = swiglu_gradient.fused_gradient
-
-  def run(*args):
-    calls.append(args[0].shape)
-    return kernel(*args, interpret=True)
-
-  monkeypatch.setattr(swiglu_gradient, 'fused_gradient', run)
-  return calls
-
-
 def test_swiglu_product_takes_the_kernels_gradient_where_asked_and_supported(monkeypatch):
-  calls = _recording_kernel(monkeypatch)
+  calls = kernel_cases.record_swiglu_gradient_calls(monkeypatch)
   gate, up, d_out = _case((16, 512), jnp.float32, seed=2)
 
   def gradient(gradient_kernel, g, u):
@@ -96,7 +84,7 @@ def test_swiglu_product_takes_the_kernels_gradient_where_asked_and_supported(mon
 
 
 def test_sequence_mixer_and_swiglu_module_pass_it_on(monkeypatch):
-  calls = _recording_kernel(monkeypatch)
+  calls = kernel_cases.record_swiglu_gradient_calls(monkeypatch)
   t, gate_up, down = kernel_cases.mixer_case(3, 20, 256, 512, jnp.float32)
   weights = jnp.asarray(np.random.default_rng(4).normal(size=t.shape), jnp.float32)
   grads = [jax.grad(lambda *a, k=k: jnp.sum(weights * layers.sequence_mixer(*a, 1e-5, k)),
