@@ -12,7 +12,7 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / 'tiny_recursive'
 LAYERS = (
     ('atomic_files', 'checkpointing', 'fused_sequence_mlp', 'hopper_kernels', 'layers',
      'losses', 'metrics_logging', 'optimizers', 'puzzle_embedding', 'sequence_mlp_gemm',
-     'sharding', 'swiglu_gemm'),
+     'sharding', 'swiglu_gemm', 'swiglu_gradient'),
     ('data.arc_encoding', 'data.augmentation', 'data.sources', 'data.puzzle_sources',
      'data.packing', 'data.pipeline', 'rendering'),
     ('model', 'flops', 'torch_import'),
