@@ -110,8 +110,8 @@ class SwiGLU(nn.Module):
   `padded_width`; the output then has the same zero-padded layout.
   `fused`: the gate/up projection and its product run as one GPU kernel
   (`fused_swiglu_projection`) where `swiglu_gemm.supported` takes the shapes; elsewhere the
-  same function runs in XLA. The parameters are the same either way. `gradient_kernel`: in
-  XLA, the product's gradient is `swiglu_product`'s kernel.
+  same function runs in XLA. The parameters are the same either way. `gradient_kernel`: on
+  the XLA path, the product's gradient comes from one GPU kernel (`swiglu_product`).
   """
   width: int
   expansion: float
