@@ -44,8 +44,8 @@ def test_formula_is_the_gradient_of_the_swiglu_product():
   bf16 = [x.astype(jnp.bfloat16) for x in (gate, up, d_out)]
   for out, want in zip(swiglu_gradient.reference_gradient(*bf16), _autodiff(*bf16)):
     assert _relative_error(out, want) < 1e-2
-    # Both near the float32 gradient of the rounded inputs; the kernel's formula no farther.
-    exact = swiglu_gradient.reference_gradient(*(x.astype(jnp.float32) for x in bf16))
+  # Both near the float32 gradient of the rounded inputs; the kernel's formula no farther.
+  exact = swiglu_gradient.reference_gradient(*(x.astype(jnp.float32) for x in bf16))
   assert all(_relative_error(out, ex) <= _relative_error(want, ex) + 1e-3
              for out, want, ex in zip(swiglu_gradient.reference_gradient(*bf16),
                                       _autodiff(*bf16), exact))

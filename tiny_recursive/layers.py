@@ -179,7 +179,7 @@ def _swiglu_product_with_kernel_gradient(gate: Array, up: Array) -> Array:
 
 
 def _swiglu_product_forward(gate: Array, up: Array) -> tuple[Array, tuple[Array, Array]]:
-  return jax.nn.silu(gate) * up, (gate, up)
+  return _swiglu_product_with_kernel_gradient(gate, up), (gate, up)
 
 
 def _swiglu_product_backward(residuals: tuple[Array, Array],

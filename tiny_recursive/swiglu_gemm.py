@@ -178,6 +178,5 @@ def swiglu_projection(x: Array, gate_up_kernel: Array, *, tiling: Tiling = Tilin
   call = hopper_kernels.persistent_kernel(
       functools.partial(_kernel, tiling=tiling), jax.ShapeDtypeStruct((rows, hidden), x.dtype),
       name='swiglu_projection_hopper', tiles=math.prod(_tile_grid(rows, hidden, tiling)),
-      chained=tiling.chained,
-      num_sms=num_sms, interpret=interpret)
+      chained=tiling.chained, num_sms=num_sms, interpret=interpret)
   return call(x, weight)

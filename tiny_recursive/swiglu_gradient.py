@@ -12,6 +12,8 @@ mixer). Arithmetic in float32, rounded once to the compute dtype at the end (aut
 its intermediates to bfloat16 on the way).
 """
 
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.experimental import pallas as pl
@@ -52,12 +54,7 @@ def block_shape(rows: int, cols: int) -> tuple[int, int] | None:
 
 def supported(shape: tuple[int, ...]) -> bool:
   """Whether the kernel takes a product of this shape (its leading axes are flattened)."""
-  if len(shape) < 2:
-    return False
-  rows = 1
-  for size in shape[:-1]:
-    rows *= size
-  return block_shape(rows, shape[-1]) is not None
+  return len(shape) >= 2 and block_shape(math.prod(shape[:-1]), shape[-1]) is not None
 
 
 def _kernel(gate_ref, up_ref, d_out_ref, d_gate_ref, d_up_ref):
@@ -78,11 +75,11 @@ def fused_gradient(gate: Array, up: Array, d_out: Array, *, num_warps: int = 8,
   if not gate.shape == up.shape == d_out.shape:
     raise ValueError(f'SwiGLU gradient: gate {gate.shape}, up {up.shape} and gradient '
                      f'{d_out.shape} must have one shape.')
-  if not supported(gate.shape):
-    raise ValueError(f'SwiGLU gradient: no block of the kernel fits the shape {gate.shape}.')
-  cols = gate.shape[-1]
+  cols = gate.shape[-1] if gate.ndim else 1
   rows = gate.size // cols
-  block = block_shape(rows, cols)
+  block = block_shape(rows, cols) if gate.ndim >= 2 else None
+  if block is None:
+    raise ValueError(f'SwiGLU gradient: no block of the kernel fits the shape {gate.shape}.')
   spec = pl.BlockSpec(block, lambda i, j: (i, j))
   d_gate, d_up = pl.pallas_call(
       _kernel,
